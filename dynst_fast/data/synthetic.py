@@ -1,0 +1,134 @@
+"""A synthetic sensor network with **planted** informative sensors (the default data set).
+
+Construction (all from one ``numpy.random.default_rng(seed)``, deterministic, ~10 ms):
+
+1. ``N`` sensors at uniform random (x, y) in the unit square.
+2. The planted set P (``num_planted`` sensors) is spread out by farthest-point sampling
+   from a random first sensor.
+3. Each planted sensor p carries a latent driver ``z_p(t)``: a quasi-periodic AR(2)
+   process (pole radius 0.97, period 48 steps, unit variance) plus a small daily cycle
+   (amplitude 0.3, random phase, period ``steps_per_day``). Smooth, but its innovations
+   make it unpredictable beyond a few steps. A planted sensor reads its driver with a
+   little noise (std ``0.1``).
+4. Every other sensor i reads a delayed, attenuated mix of its nearest planted driver and,
+   if that is not much farther (< 1.5x), its second nearest:
+   ``s_i(t) = a_i * sum_p w_ip z_p(t - d_ip) + noise * e_i(t)`` with Gaussian-kernel mixing
+   weights ``w_ip``, delays ``d_ip`` in ``1..max_delay`` growing with distance (so the
+   drivers LEAD their followers), attenuation ``a_i`` in (0.7, 1], and independent white
+   noise ``e_i``. Its own history therefore only tells the drivers' past late and noisily,
+   while the planted sensors' histories give the followers' next ``d_ip`` steps almost
+   exactly.
+5. The adjacency is the symmetrised kNN graph (``knn`` neighbours) plus an edge between
+   every follower and each of its drivers (so every sensor is ONE hop from the planted
+   sensors that drive it), Gaussian-kernel weights ``exp(-(dist / sigma)^2)`` with sigma
+   the mean kNN distance, and self-loops of weight 1.
+6. Values are ``50 + 10 * s`` (about 0..100, no units), shape ``[T, N, 1]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import lfilter
+
+from ..graph import CSRGraph
+from .graph_formats import GraphDataset
+
+_RADIUS, _PERIOD, _DAILY, _PLANTED_NOISE = 0.97, 48.0, 0.3, 0.1
+
+
+def _farthest_points(dist: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of k points spread out by farthest-point sampling (first one random)."""
+    sel = [int(rng.integers(dist.shape[0]))]
+    mind = dist[sel[0]].copy()
+    for _ in range(k - 1):
+        j = int(np.argmax(mind))
+        sel.append(j)
+        mind = np.minimum(mind, dist[j])
+    return np.sort(np.asarray(sel, dtype=np.int64))
+
+
+def _drivers(num_steps: int, k: int, spd: int, rng: np.random.Generator) -> np.ndarray:
+    """``[num_steps, k]`` latent drivers: AR(2) quasi-oscillation + a small daily cycle."""
+    a1, a2 = 2 * _RADIUS * np.cos(2 * np.pi / _PERIOD), -(_RADIUS**2)
+    burn = 300
+    e = rng.standard_normal((num_steps + burn, k))
+    z = lfilter([1.0], [1.0, -a1, -a2], e, axis=0)[burn:]
+    z = z / z.std(axis=0, keepdims=True)
+    phase = rng.random(k) * 2 * np.pi
+    t = np.arange(num_steps)[:, None]
+    return z + _DAILY * np.sqrt(2) * np.sin(2 * np.pi * t / spd + phase)
+
+
+def synthetic_sensor_network(
+    num_sensors: int = 80,
+    num_planted: int = 16,
+    num_steps: int = 3000,
+    seed: int = 0,
+    *,
+    noise: float = 0.4,
+    max_delay: int = 4,
+    knn: int = 6,
+    steps_per_day: int = 288,
+) -> GraphDataset:
+    """Build the planted sensor network described in the module docstring.
+
+    Returns a `GraphDataset` named ``"synthetic"`` with values ``[num_steps, N, 1]``
+    float32, ``planted`` the sorted planted indices, coords ``[N, 2]`` (x, y) in [0, 1].
+    """
+    n, k, t = int(num_sensors), int(num_planted), int(num_steps)
+    if n < 2:
+        raise ValueError(f"num_sensors must be >= 2, got {num_sensors}")
+    if not 1 <= k <= n:
+        raise ValueError(f"num_planted must be in [1, num_sensors={n}], got {num_planted}")
+    if t < 2 * max(1, max_delay):
+        raise ValueError(f"num_steps must be >= {2 * max(1, max_delay)}, got {num_steps}")
+    if max_delay < 1 or knn < 1 or noise < 0 or steps_per_day < 1:
+        raise ValueError("max_delay, knn and steps_per_day must be >= 1 and noise >= 0")
+    rng = np.random.default_rng(seed)
+    xy = rng.random((n, 2))
+    dist = np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
+    planted = _farthest_points(dist, k, rng)
+    z = _drivers(t, k, steps_per_day, rng)
+
+    # kNN graph (symmetrised) and its kernel width
+    kk = min(knn, n - 1)
+    nbr = np.argsort(dist, axis=1, kind="stable")[:, 1 : kk + 1]
+    sigma = float(dist[np.arange(n)[:, None], nbr].mean())
+    edges = np.zeros((n, n), dtype=bool)
+    edges[np.repeat(np.arange(n), kk), nbr.ravel()] = True
+
+    # followers: delayed, attenuated mixtures of their 1-2 nearest drivers
+    sig = np.empty((t, n))
+    sig[:, planted] = z + _PLANTED_NOISE * rng.standard_normal((t, k))
+    followers = np.setdiff1d(np.arange(n), planted)
+    dp = dist[:, planted]  # [N, k]
+    reach = max(float(dp[followers].min(axis=1).max()), 1e-12) if len(followers) else 1.0
+    noise_f = rng.standard_normal((t, len(followers)))
+    for col, i in enumerate(followers):
+        order = np.argsort(dp[i], kind="stable")[: min(2, k)]
+        order = order[dp[i, order] <= 1.5 * dp[i, order[0]]]
+        w = np.exp(-((dp[i, order] / sigma) ** 2))
+        w = w / w.sum()
+        mix = np.zeros(t)
+        for p, wp in zip(order, w, strict=True):
+            d = int(np.clip(1 + round((max_delay - 1) * dp[i, p] / reach), 1, max_delay))
+            mix[d:] += wp * z[:-d, p]
+            mix[:d] += wp * z[0, p]
+            edges[i, planted[p]] = edges[planted[p], i] = True
+        atten = 0.7 + 0.3 * float(np.exp(-((dp[i, order[0]] / sigma) ** 2)))
+        sig[:, i] = atten * mix / np.sqrt((w**2).sum()) + noise * noise_f[:, col]
+
+    edges |= edges.T
+    adj = np.where(edges, np.exp(-((dist / sigma) ** 2)), 0.0)
+    np.fill_diagonal(adj, 1.0)
+    values = (50.0 + 10.0 * sig)[:, :, None].astype(np.float32)
+    return GraphDataset(
+        name="synthetic",
+        values=values,
+        adjacency=CSRGraph.from_dense(adj.astype(np.float32)),
+        sensor_ids=[f"s{i:03d}" for i in range(n)],
+        coords=xy.astype(np.float32),
+        units="",
+        planted=planted,
+        steps_per_day=int(steps_per_day),
+    )

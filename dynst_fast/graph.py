@@ -1,0 +1,264 @@
+"""A small CSR graph type for message passing over (pruned) sensor graphs.
+
+Convention: row ``i`` is the *target*, column ``j`` the *source*, and the weight
+``A[i, j]`` scales the message that node ``j`` sends to node ``i``, so that
+message passing is ``out_i = sum_j A[i, j] * x_j`` (see ``dynst_fast.ops.gated_spmm``).
+A square graph has ``num_rows == num_cols == num_nodes``; a bipartite read-out
+graph from K active sources to all N targets has shape ``(N, K)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class CSRGraph:
+    """Compressed sparse row adjacency: ``rowptr[num_rows + 1]``, ``col[E]``, ``weight[E]``.
+
+    Columns inside a row keep the order they were given in (stable), duplicates are
+    kept (they add up in message passing). ``rowptr`` and ``col`` are int64,
+    ``weight`` is floating point.
+    """
+
+    __slots__ = ("rowptr", "col", "weight", "num_rows", "num_cols", "_transpose")
+
+    def __init__(
+        self,
+        rowptr: Tensor,
+        col: Tensor,
+        weight: Tensor | None = None,
+        num_cols: int | None = None,
+        *,
+        validate: bool = True,
+    ) -> None:
+        if not isinstance(rowptr, Tensor) or not isinstance(col, Tensor):
+            raise TypeError("CSRGraph: rowptr and col must be torch tensors")
+        if rowptr.dim() != 1 or rowptr.numel() < 1:
+            raise ValueError(
+                f"CSRGraph: rowptr must be 1-D with num_rows + 1 >= 1 entries, "
+                f"got shape {tuple(rowptr.shape)}"
+            )
+        if col.dim() != 1:
+            raise ValueError(f"CSRGraph: col must be 1-D, got shape {tuple(col.shape)}")
+        self.rowptr = rowptr.to(torch.int64).contiguous()
+        self.col = col.to(torch.int64).contiguous()
+        if weight is None:
+            weight = torch.ones(self.col.numel(), dtype=torch.float32, device=self.col.device)
+        if not isinstance(weight, Tensor) or not weight.is_floating_point():
+            raise TypeError("CSRGraph: weight must be a floating point tensor")
+        self.weight = weight.contiguous()
+        self.num_rows = int(self.rowptr.numel() - 1)
+        self.num_cols = int(self.num_rows if num_cols is None else num_cols)
+        self._transpose: CSRGraph | None = None
+        if validate:
+            self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> CSRGraph:
+        """Raise ``ValueError`` naming the problem if the arrays are not a valid CSR."""
+        rp, col = self.rowptr, self.col
+        if self.num_cols < 0:
+            raise ValueError(f"CSRGraph: num_cols must be >= 0, got {self.num_cols}")
+        if self.weight.dim() != 1 or self.weight.numel() != col.numel():
+            raise ValueError(
+                f"CSRGraph: weight has {self.weight.numel()} entries but col has {col.numel()}"
+            )
+        if rp.device != col.device or self.weight.device != col.device:
+            raise ValueError("CSRGraph: rowptr, col and weight must be on the same device")
+        if int(rp[0]) != 0:
+            raise ValueError(f"CSRGraph: rowptr[0] must be 0, got {int(rp[0])}")
+        if int(rp[-1]) != col.numel():
+            raise ValueError(
+                f"CSRGraph: rowptr[-1] = {int(rp[-1])} but there are {col.numel()} edges"
+            )
+        if rp.numel() > 1 and bool((rp[1:] < rp[:-1]).any()):
+            bad = int(torch.nonzero(rp[1:] < rp[:-1])[0])
+            raise ValueError(f"CSRGraph: rowptr is not monotone (it decreases after row {bad})")
+        if col.numel() > 0:
+            lo, hi = int(col.min()), int(col.max())
+            if lo < 0 or hi >= self.num_cols:
+                raise ValueError(
+                    f"CSRGraph: column index out of range: found {lo if lo < 0 else hi}, "
+                    f"valid range is [0, {self.num_cols})"
+                )
+        if not bool(torch.isfinite(self.weight).all()):
+            raise ValueError("CSRGraph: edge weights must be finite")
+        return self
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_dense(cls, adj: Tensor | np.ndarray) -> CSRGraph:
+        """From a dense ``[num_rows, num_cols]`` adjacency; zero entries are no edge."""
+        a = torch.as_tensor(adj)
+        if a.dim() != 2:
+            raise ValueError(f"from_dense: adjacency must be 2-D, got shape {tuple(a.shape)}")
+        if not a.is_floating_point():
+            a = a.to(torch.float32)
+        if not bool(torch.isfinite(a).all()):
+            raise ValueError("from_dense: adjacency contains NaN or inf")
+        rows, cols = torch.nonzero(a, as_tuple=True)
+        counts = torch.bincount(rows, minlength=a.shape[0])
+        rowptr = torch.zeros(a.shape[0] + 1, dtype=torch.int64, device=a.device)
+        rowptr[1:] = torch.cumsum(counts, 0)
+        return cls(rowptr, cols, a[rows, cols].contiguous(), num_cols=a.shape[1])
+
+    @classmethod
+    def from_edge_index(
+        cls, edge_index: Tensor, num_nodes: int, weight: Tensor | None = None
+    ) -> CSRGraph:
+        """From a PyG-style ``edge_index[2, E]`` (row 0 = source, row 1 = target).
+
+        Edges are sorted by target with a stable sort, so edges into the same node
+        keep their given order. Duplicates are kept.
+        """
+        ei = torch.as_tensor(edge_index)
+        if ei.dim() != 2 or ei.shape[0] != 2:
+            raise ValueError(
+                f"from_edge_index: edge_index must have shape [2, E], got {tuple(ei.shape)}"
+            )
+        if ei.is_floating_point():
+            raise TypeError("from_edge_index: edge_index must be an integer tensor")
+        num_nodes = int(num_nodes)
+        if num_nodes < 0:
+            raise ValueError(f"from_edge_index: num_nodes must be >= 0, got {num_nodes}")
+        ei = ei.to(torch.int64)
+        src, dst = ei[0], ei[1]
+        if ei.numel() > 0 and (int(ei.min()) < 0 or int(ei.max()) >= num_nodes):
+            raise ValueError(
+                f"from_edge_index: node index out of range [0, {num_nodes}): "
+                f"found {int(ei.min()) if int(ei.min()) < 0 else int(ei.max())}"
+            )
+        if weight is not None:
+            weight = torch.as_tensor(weight)
+            if weight.dim() != 1 or weight.numel() != src.numel():
+                raise ValueError(
+                    f"from_edge_index: weight must have shape [{src.numel()}], "
+                    f"got {tuple(weight.shape)}"
+                )
+        order = torch.sort(dst, stable=True).indices
+        counts = torch.bincount(dst, minlength=num_nodes)
+        rowptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=ei.device)
+        rowptr[1:] = torch.cumsum(counts, 0)
+        w = None if weight is None else weight[order]
+        return cls(rowptr, src[order], w, num_cols=num_nodes)
+
+    @classmethod
+    def from_scipy(cls, matrix: Any) -> CSRGraph:
+        """From any ``scipy.sparse`` matrix or array (converted to CSR, order kept)."""
+        import scipy.sparse as sp
+
+        if not sp.issparse(matrix):
+            raise TypeError(f"from_scipy: expected a scipy.sparse matrix, got {type(matrix)}")
+        m = sp.csr_matrix(matrix)
+        data = m.data if np.issubdtype(m.data.dtype, np.floating) else m.data.astype(np.float32)
+        return cls(
+            torch.from_numpy(m.indptr.astype(np.int64)),
+            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(np.ascontiguousarray(data)),
+            num_cols=m.shape[1],
+        )
+
+    # ------------------------------------------------------------------ views
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_rows, self.num_cols)
+
+    @property
+    def num_nodes(self) -> int:
+        """Node count of a square graph."""
+        if self.num_rows != self.num_cols:
+            raise ValueError(f"num_nodes is only defined for square graphs, shape {self.shape}")
+        return self.num_rows
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.col.numel())
+
+    @property
+    def device(self) -> torch.device:
+        return self.col.device
+
+    def row_index(self) -> Tensor:
+        """Target row of every edge, ``[E]`` int64 (the COO row array)."""
+        counts = self.rowptr[1:] - self.rowptr[:-1]
+        return torch.repeat_interleave(
+            torch.arange(self.num_rows, device=self.device), counts, output_size=self.num_edges
+        )
+
+    def to_dense(self) -> Tensor:
+        """Dense ``[num_rows, num_cols]`` matrix (duplicate edges are summed)."""
+        out = torch.zeros(self.shape, dtype=self.weight.dtype, device=self.device)
+        out.index_put_((self.row_index(), self.col), self.weight, accumulate=True)
+        return out
+
+    def transpose(self) -> CSRGraph:
+        """The transposed CSR, built once and cached (used by backward passes)."""
+        if self._transpose is None:
+            rows = self.row_index()
+            order = torch.sort(self.col, stable=True).indices
+            counts = torch.bincount(self.col, minlength=self.num_cols)
+            rowptr = torch.zeros(self.num_cols + 1, dtype=torch.int64, device=self.device)
+            rowptr[1:] = torch.cumsum(counts, 0)
+            t = CSRGraph(
+                rowptr, rows[order], self.weight[order], num_cols=self.num_rows, validate=False
+            )
+            t._transpose = self
+            self._transpose = t
+        return self._transpose
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """Move to a device and/or cast the weights; returns a new graph."""
+        return CSRGraph(
+            self.rowptr.to(device),
+            self.col.to(device),
+            self.weight.to(device=device, dtype=dtype),
+            num_cols=self.num_cols,
+            validate=False,
+        )
+
+    def with_weight(self, weight: Tensor) -> CSRGraph:
+        """Same structure, new edge weights ``[E]``."""
+        return CSRGraph(self.rowptr, self.col, weight, num_cols=self.num_cols, validate=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rowptr": self.rowptr,
+            "col": self.col,
+            "weight": self.weight,
+            "num_cols": self.num_cols,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> CSRGraph:
+        return cls(state["rowptr"], state["col"], state["weight"], num_cols=state["num_cols"])
+
+    def __repr__(self) -> str:
+        return (
+            f"CSRGraph(shape={self.shape}, num_edges={self.num_edges}, "
+            f"dtype={self.weight.dtype}, device={self.device})"
+        )
+
+
+def normalize_adjacency(graph: CSRGraph, *, self_loops: bool = False) -> CSRGraph:
+    """Symmetric GCN normalisation ``D^-1/2 A D^-1/2`` over the *full* graph.
+
+    Self-loops are removed first unless ``self_loops`` is true; degrees are the
+    (absolute) weighted in-degrees. The weights are fixed constants of the full
+    graph, so sub-graphs induced from the result keep them unchanged.
+    """
+    rows, col, w = graph.row_index(), graph.col, graph.weight
+    if not self_loops:
+        keep = rows != col
+        rows, col, w = rows[keep], col[keep], w[keep]
+    n = max(graph.num_rows, graph.num_cols)
+    deg = torch.zeros(n, dtype=w.dtype, device=w.device).index_add_(0, rows, w.abs())
+    inv = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+    w = w * inv[rows] * inv[col]
+    counts = torch.bincount(rows, minlength=graph.num_rows)
+    rowptr = torch.zeros(graph.num_rows + 1, dtype=torch.int64, device=w.device)
+    rowptr[1:] = torch.cumsum(counts, 0)
+    return CSRGraph(rowptr, col, w, num_cols=graph.num_cols, validate=False)

@@ -1,0 +1,151 @@
+"""Masked forecasting metrics (torch-based, numpy accepted).
+
+Every metric excludes the entries where ``target`` is NaN (missing data), and those where
+an optional boolean ``mask`` (broadcastable to ``target``) is False. If nothing is left, it
+raises ``ValueError``. Scalar metrics return a 0-dim tensor (differentiable, so usable as a
+loss); `per_horizon` and `evaluate` return Python floats. Units are those of the inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ArrayLike = Tensor | np.ndarray
+
+__all__ = ["mae", "rmse", "mse", "masked_mae", "masked_rmse", "per_horizon", "evaluate"]
+
+
+def _as_tensor(a: Any, name: str) -> Tensor:
+    if isinstance(a, Tensor):
+        return a
+    t = torch.as_tensor(np.asarray(a))
+    if t.dtype == torch.bool and name != "mask":
+        t = t.float()
+    return t
+
+
+def _valid(
+    pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None, null_val: float | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(pred, target with NaN set to 0, valid mask), all broadcast to ``target``'s shape."""
+    p, t = _as_tensor(pred, "pred"), _as_tensor(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}")
+    if not p.is_floating_point():
+        p = p.float()
+    if not t.is_floating_point():
+        t = t.to(p.dtype)
+    t = t.to(p.device)
+    valid = ~torch.isnan(t)
+    if null_val is not None:
+        valid &= t != null_val
+    if mask is not None:
+        m = _as_tensor(mask, "mask").to(t.device)
+        if m.dtype != torch.bool:
+            raise TypeError(f"mask must be boolean, got {m.dtype}")
+        try:
+            valid = valid & m.expand_as(t)
+        except RuntimeError:
+            raise ValueError(
+                f"mask of shape {tuple(m.shape)} does not broadcast to {tuple(t.shape)}"
+            ) from None
+    if not bool(valid.any()):
+        raise ValueError("no valid entries: every target is NaN or masked out")
+    return p, torch.where(valid, t, torch.zeros((), dtype=t.dtype, device=t.device)), valid
+
+
+def _masked_mean(err: Tensor, valid: Tensor) -> Tensor:
+    err = torch.where(valid, err, torch.zeros((), dtype=err.dtype, device=err.device))
+    return err.sum() / valid.sum()
+
+
+def mae(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Mean absolute error over the valid entries (target not NaN, mask True)."""
+    p, t, v = _valid(pred, target, mask)
+    return _masked_mean((p - t).abs(), v)
+
+
+def mse(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Mean squared error over the valid entries."""
+    p, t, v = _valid(pred, target, mask)
+    return _masked_mean((p - t) ** 2, v)
+
+
+def rmse(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Root mean squared error over the valid entries (sqrt of the pooled MSE)."""
+    return mse(pred, target, mask).sqrt()
+
+
+def masked_mae(
+    pred: ArrayLike,
+    target: ArrayLike,
+    mask: ArrayLike | None = None,
+    null_val: float | None = None,
+) -> Tensor:
+    """`mae` with mask = ~isnan(target) & mask, and optionally ``target != null_val``
+    (e.g. ``null_val=0.0`` for loop-detector sets that code missing speeds as 0)."""
+    p, t, v = _valid(pred, target, mask, null_val)
+    return _masked_mean((p - t).abs(), v)
+
+
+def masked_rmse(
+    pred: ArrayLike,
+    target: ArrayLike,
+    mask: ArrayLike | None = None,
+    null_val: float | None = None,
+) -> Tensor:
+    """`rmse` with the same masking as `masked_mae`."""
+    p, t, v = _valid(pred, target, mask, null_val)
+    return _masked_mean((p - t) ** 2, v).sqrt()
+
+
+def per_horizon(
+    metric: Callable[..., Tensor],
+    pred: ArrayLike,
+    target: ArrayLike,
+    mask: ArrayLike | None = None,
+) -> list[float]:
+    """``metric`` at each forecast step: along dim 1 of ``[B, T, N, C]`` (any rank >= 2)."""
+    p, t = _as_tensor(pred, "pred"), _as_tensor(target, "target")
+    if t.dim() < 2:
+        raise ValueError(f"per_horizon needs [B, T, ...] inputs, got shape {tuple(t.shape)}")
+    m = None
+    if mask is not None:
+        m = _as_tensor(mask, "mask")
+        try:
+            m = m.expand_as(t)
+        except RuntimeError:
+            raise ValueError(
+                f"mask of shape {tuple(m.shape)} does not broadcast to {tuple(t.shape)}"
+            ) from None
+    out = []
+    for h in range(t.shape[1]):
+        mh = None if m is None else m[:, h]
+        try:
+            out.append(float(metric(p[:, h], t[:, h], mh)))
+        except ValueError as e:
+            raise ValueError(f"horizon {h}: {e}") from None
+    return out
+
+
+@torch.no_grad()
+def evaluate(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) -> dict:
+    """Whole-field MAE and RMSE, and both per forecast step (dim 1 of ``[B, T, N, C]``).
+
+    Computed in float64. Returns ``{"mae", "rmse", "mae_per_horizon", "rmse_per_horizon",
+    "count"}`` with ``count`` the number of valid entries.
+    """
+    p = _as_tensor(pred, "pred").detach().to(torch.float64)
+    t = _as_tensor(target, "target").detach().to(torch.float64)
+    _, _, valid = _valid(p, t, mask)
+    out: dict[str, Any] = {"mae": float(mae(p, t, mask)), "rmse": float(rmse(p, t, mask))}
+    if t.dim() >= 2:
+        out["mae_per_horizon"] = per_horizon(mae, p, t, mask)
+        out["rmse_per_horizon"] = per_horizon(rmse, p, t, mask)
+    out["count"] = int(valid.sum())
+    return out

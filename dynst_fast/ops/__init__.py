@@ -1,0 +1,186 @@
+"""Public, shape-checked ops of DESIGN.md section 6.
+
+Every op validates its arguments (clear ``ValueError``/``TypeError``), then runs
+the fastest backend available for the input's device. Today CPU graph ops
+(``induce_subgraph``, ``bipartite``) run in the C++ extension ``dynst_fast._C``;
+the others run their PyTorch reference in ``dynst_fast.ops.reference``. Kernels
+replace the insides later without changing these signatures.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .._extension import cpp_ops
+from ..graph import CSRGraph
+from . import reference
+from ._checks import (
+    check_float,
+    check_index,
+    check_k,
+    check_mask,
+    check_rank,
+    check_same_device,
+    check_tensor,
+)
+
+__all__ = [
+    "compact",
+    "expand",
+    "patchify_compact",
+    "select_swap",
+    "prune_lowest",
+    "gated_spmm",
+    "induce_subgraph",
+    "bipartite",
+    "reference",
+]
+
+
+def compact(x: Tensor, theta: Tensor, index: Tensor) -> Tensor:
+    """Keep the active sensors, scaled by their score: ``x[:, index] * theta[index, None]``.
+
+    x: ``[B, N, F]`` float; theta: ``[N]`` float; index: ``[K]`` int64, distinct.
+    Returns ``[B, K, F]``. Differentiable in x and theta.
+    """
+    op = "compact"
+    check_tensor("x", x, op)
+    check_tensor("theta", theta, op)
+    check_rank("x", x, 3, "[B, N, F]", op)
+    check_float("x", x, op)
+    check_float("theta", theta, op)
+    n = x.shape[1]
+    if theta.shape != (n,):
+        raise ValueError(f"{op}: theta must have shape [N] = [{n}], got {tuple(theta.shape)}")
+    index = check_index(index, n, op)
+    check_same_device(op, x=x, theta=theta, index=index)
+    return reference.compact(x, theta, index)
+
+
+def expand(y: Tensor, index: Tensor, n: int, fill: float = 0.0) -> Tensor:
+    """Scatter ``y[B, K, F]`` back to ``[B, n, F]``; other rows hold ``fill``.
+
+    Differentiable in y.
+    """
+    op = "expand"
+    check_tensor("y", y, op)
+    check_rank("y", y, 3, "[B, K, F]", op)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{op}: n must be a positive int, got {n!r}")
+    index = check_index(index, n, op)
+    if index.numel() != y.shape[1]:
+        raise ValueError(f"{op}: y has {y.shape[1]} sensors but index has {index.numel()} entries")
+    check_same_device(op, y=y, index=index)
+    return reference.expand(y, index, n, fill)
+
+
+def patchify_compact(frames: Tensor, theta: Tensor, index: Tensor, p: int) -> Tensor:
+    """Stream morph and compact in one: ``[B, T, C, H, W]`` -> ``[B, K, T*C*p*p]``.
+
+    H and W are zero-padded at the bottom/right to a multiple of p; patches are
+    numbered row-major. Differentiable in frames and theta.
+    """
+    op = "patchify_compact"
+    check_tensor("frames", frames, op)
+    check_rank("frames", frames, 5, "[B, T, C, H, W]", op)
+    check_float("frames", frames, op)
+    if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+        raise ValueError(f"{op}: patch size p must be a positive int, got {p!r}")
+    h, w = frames.shape[-2:]
+    if h < p or w < p:
+        raise ValueError(f"{op}: frame size {h}x{w} is smaller than the patch size {p}")
+    n = -(-h // p) * -(-w // p)
+    check_tensor("theta", theta, op)
+    if theta.shape != (n,):
+        raise ValueError(
+            f"{op}: theta must have one entry per patch, [{n}], got {tuple(theta.shape)}"
+        )
+    index = check_index(index, n, op)
+    check_same_device(op, frames=frames, theta=theta, index=index)
+    return reference.patchify_compact(frames, theta, index, p)
+
+
+def select_swap(score: Tensor, active: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k lowest-score active sensors and the k highest-score inactive ones.
+
+    score: ``[N]`` float; active: ``[N]`` bool. Returns ``(drop[k], grow[k])`` int64,
+    most extreme first, ties to the lower index.
+    """
+    op = "select_swap"
+    check_tensor("score", score, op)
+    check_rank("score", score, 1, "[N]", op)
+    check_float("score", score, op)
+    active = check_mask(active, score.numel(), op)
+    check_same_device(op, score=score, active=active)
+    n_active = int(active.sum())
+    check_k(k, n_active, "active", op)
+    check_k(k, score.numel() - n_active, "inactive", op)
+    return reference.select_swap(score, active, k)
+
+
+def prune_lowest(score: Tensor, active: Tensor, k: int) -> Tensor:
+    """New ``[N]`` bool mask without the k active sensors of lowest ``|score|``."""
+    op = "prune_lowest"
+    check_tensor("score", score, op)
+    check_rank("score", score, 1, "[N]", op)
+    check_float("score", score, op)
+    active = check_mask(active, score.numel(), op)
+    check_same_device(op, score=score, active=active)
+    check_k(k, int(active.sum()), "active", op)
+    return reference.prune_lowest(score, active, k)
+
+
+def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
+    """Gated message passing ``out[b, i] = sum_j A[i, j] * gate[j] * x[b, j]``.
+
+    graph: ``CSRGraph`` of shape ``(R, S)``; x: ``[B, S, F]``; gate: ``[S]``.
+    Returns ``[B, R, F]``. Differentiable in x and gate.
+    """
+    op = "gated_spmm"
+    if not isinstance(graph, CSRGraph):
+        raise TypeError(f"{op}: graph must be a CSRGraph, got {type(graph).__name__}")
+    check_tensor("x", x, op)
+    check_tensor("gate", gate, op)
+    check_rank("x", x, 3, "[B, N, F]", op)
+    check_float("x", x, op)
+    check_float("gate", gate, op)
+    if x.shape[1] != graph.num_cols:
+        raise ValueError(
+            f"{op}: x has {x.shape[1]} nodes but the graph has {graph.num_cols} source nodes"
+        )
+    if gate.shape != (graph.num_cols,):
+        raise ValueError(f"{op}: gate must have shape [{graph.num_cols}], got {tuple(gate.shape)}")
+    check_same_device(op, x=x, gate=gate, graph=graph.col)
+    return reference.gated_spmm(graph, x, gate)
+
+
+def _graph_index(graph: CSRGraph, index: Tensor, op: str) -> Tensor:
+    if not isinstance(graph, CSRGraph):
+        raise TypeError(f"{op}: graph must be a CSRGraph, got {type(graph).__name__}")
+    index = check_index(index, graph.num_cols, op)
+    check_same_device(op, graph=graph.col, index=index)
+    return index
+
+
+def induce_subgraph(graph: CSRGraph, index: Tensor) -> CSRGraph:
+    """CSR of ``A[index][:, index]``, relabelled to ``0..K-1``, edge order kept."""
+    op = "induce_subgraph"
+    index = _graph_index(graph, index, op)
+    if graph.num_rows != graph.num_cols:
+        raise ValueError(f"{op}: the graph must be square, got shape {graph.shape}")
+    lib = cpp_ops()
+    if lib is not None and index.device.type == "cpu":
+        rowptr, col, w = lib.induce_subgraph(graph.rowptr, graph.col, graph.weight, index)
+        return CSRGraph(rowptr, col, w, num_cols=index.numel(), validate=False)
+    return reference.induce_subgraph(graph, index)
+
+
+def bipartite(graph: CSRGraph, index: Tensor) -> CSRGraph:
+    """CSR of ``A[:, index]`` with shape ``(num_rows, K)``, columns relabelled, order kept."""
+    op = "bipartite"
+    index = _graph_index(graph, index, op)
+    lib = cpp_ops()
+    if lib is not None and index.device.type == "cpu":
+        rowptr, col, w = lib.bipartite(graph.rowptr, graph.col, graph.weight, index, graph.num_cols)
+        return CSRGraph(rowptr, col, w, num_cols=index.numel(), validate=False)
+    return reference.bipartite(graph, index)

@@ -1,0 +1,71 @@
+"""Argument checks shared by the public ops: clear errors before any kernel runs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_tensor(name: str, t: object, op: str) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def check_rank(name: str, t: Tensor, rank: int, shape_doc: str, op: str) -> None:
+    if t.dim() != rank:
+        raise ValueError(
+            f"{op}: {name} must have shape {shape_doc} ({rank}-D), got {tuple(t.shape)}"
+        )
+
+
+def check_float(name: str, t: Tensor, op: str) -> None:
+    if not t.is_floating_point():
+        raise TypeError(f"{op}: {name} must be floating point, got {t.dtype}")
+
+
+def check_same_device(op: str, **tensors: Tensor) -> None:
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        desc = ", ".join(f"{k} on {v}" for k, v in devices.items())
+        raise ValueError(f"{op}: all tensors must be on one device, got {desc}")
+
+
+def check_index(index: object, n: int, op: str, *, allow_empty: bool = False) -> Tensor:
+    """An int64 ``[K]`` tensor of distinct values in ``[0, n)``, ``K >= 1``."""
+    index = check_tensor("index", index, op)
+    if index.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{op}: index must be int64 or int32, got {index.dtype}")
+    check_rank("index", index, 1, "[K]", op)
+    k = index.numel()
+    if k == 0 and not allow_empty:
+        raise ValueError(f"{op}: index is empty (K = 0): at least one sensor must stay active")
+    if k > n:
+        raise ValueError(f"{op}: index has {k} entries but there are only {n} sensors")
+    if k:
+        lo, hi = int(index.min()), int(index.max())
+        if lo < 0 or hi >= n:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{op}: index out of range: {bad} not in [0, {n})")
+        if int(torch.bincount(index.to(torch.int64), minlength=n).max()) > 1:
+            raise ValueError(f"{op}: index has duplicate entries")
+    return index.to(torch.int64)
+
+
+def check_mask(active: object, n: int, op: str) -> Tensor:
+    active = check_tensor("active", active, op)
+    if active.dtype != torch.bool:
+        raise TypeError(f"{op}: active must be a bool tensor, got {active.dtype}")
+    if active.shape != (n,):
+        raise ValueError(f"{op}: active must have shape [{n}], got {tuple(active.shape)}")
+    return active
+
+
+def check_k(k: object, available: int, what: str, op: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"{op}: k must be an int, got {type(k).__name__}")
+    if k < 0:
+        raise ValueError(f"{op}: k must be >= 0, got {k}")
+    if k > available:
+        raise ValueError(f"{op}: k = {k} is larger than the {available} {what} sensors")
+    return k

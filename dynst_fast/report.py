@@ -1,0 +1,112 @@
+"""Human-readable results: the terminal table and ``report.md``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _rows(m: dict[str, Any]) -> list[list[str]]:
+    units = f" ({m['units']})" if m.get("units") else ""
+    rows = [["model", f"MAE{units}", f"RMSE{units}", "active", "sparsity", "infer ms", "speedup"]]
+    n = m["num_sensors"]
+    d = m["dense"]
+    rows.append(
+        [
+            "dense",
+            f"{d['mae']:.4f}",
+            f"{d['rmse']:.4f}",
+            f"{n}/{n}",
+            "0.00",
+            f"{d['infer_ms']:.2f}",
+            "1.00x",
+        ]
+    )
+    schemes = {m["scheme"]: m["dynst"], **m.get("others", {})}
+    for name, s in schemes.items():
+        speed = f"{s['speedup']:.2f}x" if s.get("gives_speedup", True) else "none (masked)"
+        rows.append(
+            [
+                name,
+                f"{s['mae']:.4f}",
+                f"{s['rmse']:.4f}",
+                f"{s['num_active']}/{n}",
+                f"{1 - s['num_active'] / n:.2f}",
+                f"{s['infer_ms']:.2f}",
+                speed,
+            ]
+        )
+    for name, b in m.get("baselines", {}).items():
+        rows.append([name, f"{b['mae']:.4f}", f"{b['rmse']:.4f}", f"{n}/{n}", "0.00", "", ""])
+    return rows
+
+
+def format_table(m: dict[str, Any]) -> str:
+    """Plain-text table: dense vs sparse MAE/RMSE, sparsity, inference time, speedup."""
+    rows = _rows(m)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    extra = []
+    if "planted_recall" in m:
+        extra.append(f"planted sensors kept: {m['planted_recall']:.0%}")
+    t = m.get("timing", {})
+    extra.append(
+        f"inference timed on batch {t.get('batch')} with {t.get('threads')} threads, "
+        f"{t.get('method', '')}"
+    )
+    return "\n".join(lines + [""] + extra)
+
+
+def render_report(m: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """Markdown report of a run (what was trained, results, mask history)."""
+    rows = _rows(m)
+    md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    cfg = m.get("config", {})
+    lines = [
+        f"# DynST run: {m['dataset']}, {m['model']}, {m['scheme']}",
+        "",
+        f"{m['num_active']} of {m['num_sensors']} sensors kept "
+        f"(sparsity {m['sparsity']:.3f}, target {m['target_sparsity']:.3f}); "
+        f"{m['t_in']} steps in, {m['t_out']} out; whole-field test metrics in original units.",
+        "",
+        *md,
+        "",
+    ]
+    if "planted_recall" in m:
+        lines += [f"Planted informative sensors kept: **{m['planted_recall']:.0%}**.", ""]
+    if not m["dynst"].get("gives_speedup", True):
+        lines += [
+            "This model is gated through `InputMasked`: it runs the full network on a "
+            "zero-filled input, so compaction gives **no speedup** by construction.",
+            "",
+        ]
+    t = m.get("timing", {})
+    lines += [
+        f"Inference timing: batch {t.get('batch')}, {t.get('threads')} threads on "
+        f"{t.get('machine')}; {t.get('method')}.",
+        "",
+        "![sensors](sensors.png)",
+        "",
+        "## Mask history",
+        "",
+        "| step | round | pruned | swapped | active |",
+        "|---|---|---|---|---|",
+    ]
+    for h in history:
+        lines.append(
+            f"| {h['step']} | {h['round']} | {h.get('pruned', 0)} | "
+            f"{len(h.get('dropped', []))} | {h['active']} |"
+        )
+    args = " ".join(
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in cfg.items()
+        if v not in (None, [], False) and k not in ("quiet",)
+    )
+    lines += ["", "## Reproduce", "", f"    dynst run {args}", ""]
+    return "\n".join(lines)

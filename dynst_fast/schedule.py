@@ -1,0 +1,146 @@
+"""The step schedule of DynST (DESIGN.md section 4, Algorithm 1).
+
+Time is counted in optimizer steps. The timeline is
+
+``warm-up (W steps) | round 1: R network + M mask | ... | round P | fine-tune``
+
+and at the end of each round the sparsifier prunes and/or swaps. Which of these a
+scheme uses, and how many sensors are active after each round, is decided here,
+so that "sparsity follows the schedule" is a property one can test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "dense")
+
+PHASES = ("warmup", "network", "mask", "finetune")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When to train what, and how many sensors stay on.
+
+    Args:
+        scheme: one of ``SCHEMES``.
+        num_sensors: N. sparsity: the target s* in [0, 1).
+        warmup_steps: W dense steps before the first round.
+        rounds: P pruning rounds (``one-shot`` uses 1; ``fixed`` swaps in each).
+        network_steps: R network steps per round. mask_steps: M theta steps per round.
+        swap_fraction: q, the fraction of the K active sensors swapped per round.
+    """
+
+    scheme: str
+    num_sensors: int
+    sparsity: float
+    warmup_steps: int = 0
+    rounds: int = 10
+    network_steps: int = 50
+    mask_steps: int = 20
+    swap_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}")
+        if not (0.0 <= self.sparsity < 1.0):
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.num_sensors < 1:
+            raise ValueError(f"num_sensors must be >= 1, got {self.num_sensors}")
+        if self.target_active() < 1:
+            raise ValueError(
+                f"sparsity {self.sparsity} leaves no sensor active out of {self.num_sensors}"
+            )
+        for name in ("warmup_steps", "rounds", "network_steps", "mask_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.uses_rounds and self.rounds < 1:
+            raise ValueError(f"scheme {self.scheme!r} needs rounds >= 1")
+        if self.uses_rounds and self.round_steps < 1:
+            raise ValueError("a round needs at least one network or mask step")
+        if not (0.0 <= self.swap_fraction < 1.0):
+            raise ValueError(f"swap_fraction must be in [0, 1), got {self.swap_fraction}")
+
+    # ------------------------------------------------------------ scheme facts
+    @property
+    def uses_rounds(self) -> bool:
+        return self.scheme in ("dynst", "iterative", "one-shot", "fixed")
+
+    @property
+    def prunes(self) -> bool:
+        return self.scheme in ("dynst", "iterative", "one-shot")
+
+    @property
+    def swaps(self) -> bool:
+        return self.scheme in ("dynst", "fixed")
+
+    @property
+    def trains_theta(self) -> bool:
+        return self.uses_rounds
+
+    @property
+    def num_rounds(self) -> int:
+        if not self.uses_rounds:
+            return 0
+        return 1 if self.scheme == "one-shot" else self.rounds
+
+    @property
+    def round_steps(self) -> int:
+        return self.network_steps + self.mask_steps
+
+    @property
+    def rounds_end(self) -> int:
+        """First step after the last round (fine-tuning starts here)."""
+        return self.warmup_steps + self.num_rounds * self.round_steps
+
+    def target_active(self) -> int:
+        """K* = N - round(s* N), the active count once the target is reached."""
+        return self.num_sensors - int(round(self.sparsity * self.num_sensors))
+
+    def initial_active(self) -> int:
+        """Active count at step 0: N for pruning schemes, K* for ``fixed``/``random``."""
+        return self.target_active() if self.scheme in ("fixed", "random") else self.num_sensors
+
+    # ------------------------------------------------------------ timeline
+    def phase(self, step: int) -> tuple[str, int]:
+        """``(phase, round)`` of a step; round is 0 outside the rounds, else 1..P."""
+        if not self.uses_rounds:
+            return ("network" if self.scheme == "dense" else "finetune", 0)
+        if step < self.warmup_steps:
+            return ("warmup", 0)
+        if step >= self.rounds_end:
+            return ("finetune", 0)
+        r, offset = divmod(step - self.warmup_steps, self.round_steps)
+        return ("network" if offset < self.network_steps else "mask", r + 1)
+
+    def round_ending_at(self, step: int) -> int:
+        """The round whose last step is ``step - 1`` (so its update happens at ``step``), else 0."""
+        if not self.uses_rounds or step <= self.warmup_steps or step > self.rounds_end:
+            return 0
+        r, offset = divmod(step - self.warmup_steps, self.round_steps)
+        return r if offset == 0 else 0
+
+    def active_after_round(self, r: int) -> int:
+        """Active count after round r's prune (r = 0: before any round)."""
+        n, k_star = self.num_sensors, self.target_active()
+        if r <= 0 or not self.prunes:
+            return self.initial_active()
+        r = min(r, self.num_rounds)
+        return n - int(round((n - k_star) * r / self.num_rounds))
+
+    def active_count(self, step: int) -> int:
+        """How many sensors are active while step ``step`` runs."""
+        if not self.uses_rounds:
+            return self.initial_active()
+        done = 0 if step < self.warmup_steps else (step - self.warmup_steps) // self.round_steps
+        return self.active_after_round(min(done, self.num_rounds))
+
+    def swap_count(self, active: int) -> int:
+        """Sensors swapped at a round end with ``active`` sensors on (0 if none can be)."""
+        if not self.swaps or self.swap_fraction <= 0:
+            return 0
+        k = max(1, int(round(self.swap_fraction * active)))
+        return min(k, active, self.num_sensors - active)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,46 @@
+"""Shared fixtures: small random graphs and the real-data directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from dynst_fast.data import shared_data_dir
+from dynst_fast.graph import CSRGraph
+
+
+def random_graph(n: int, p: float = 0.2, seed: int = 0) -> CSRGraph:
+    """Symmetric random graph with self-loops and positive weights."""
+    g = torch.Generator().manual_seed(seed)
+    a = (torch.rand(n, n, generator=g) < p).float() * torch.rand(n, n, generator=g)
+    a = a + a.T + torch.eye(n)
+    return CSRGraph.from_dense(a)
+
+
+@pytest.fixture
+def small_graph() -> CSRGraph:
+    return random_graph(23, seed=1)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real-data directory; skips when absent, except in CI where it must be there."""
+    try:
+        return shared_data_dir()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but the real data is missing: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def los_loop_dir(shared_data: Path) -> Path:
+    d = shared_data / "los_loop"
+    if not d.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {d} does not exist")
+        pytest.skip(f"{d} does not exist")
+    return d

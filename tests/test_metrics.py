@@ -1,0 +1,88 @@
+"""Tests for dynst_fast.metrics against hand-computed numbers and numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dynst_fast.metrics import evaluate, mae, masked_mae, masked_rmse, mse, per_horizon, rmse
+
+
+def test_hand_computed():
+    pred = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    target = torch.tensor([2.0, 2.0, 1.0, 8.0])  # errors 1, 0, 2, 4
+    assert float(mae(pred, target)) == pytest.approx(7 / 4)
+    assert float(mse(pred, target)) == pytest.approx(21 / 4)
+    assert float(rmse(pred, target)) == pytest.approx(math.sqrt(21 / 4))
+    mask = torch.tensor([True, True, True, False])
+    assert float(mae(pred, target, mask)) == pytest.approx(1.0)
+    assert float(rmse(pred, target, mask)) == pytest.approx(math.sqrt(5 / 3))
+
+
+def test_nan_targets_are_excluded_and_combined_with_mask():
+    pred = torch.tensor([[1.0, 5.0], [0.0, 0.0]])
+    target = torch.tensor([[2.0, float("nan")], [3.0, -1.0]])  # errors 1, -, 3, 1
+    for f in (mae, masked_mae):
+        assert float(f(pred, target)) == pytest.approx(5 / 3)
+    assert float(masked_rmse(pred, target)) == pytest.approx(math.sqrt(11 / 3))
+    row = torch.tensor([[True], [False]])  # broadcast mask: keep the first row only
+    assert float(masked_mae(pred, target, row)) == pytest.approx(1.0)
+    assert float(masked_mae(pred, target, null_val=-1.0)) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="no valid entries"):
+        mae(pred, target, torch.zeros(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no valid entries"):
+        rmse(pred, torch.full((2, 2), float("nan")))
+
+
+def test_matches_numpy_and_accepts_numpy():
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(8, 3, 5, 2))
+    t = rng.normal(size=(8, 3, 5, 2))
+    t[rng.random(t.shape) < 0.2] = np.nan
+    ok = ~np.isnan(t)
+    assert float(mae(p, t)) == pytest.approx(np.abs(p - t)[ok].mean(), rel=1e-12)
+    assert float(rmse(p, t)) == pytest.approx(np.sqrt(((p - t)[ok] ** 2).mean()), rel=1e-12)
+    m = rng.random(t.shape) < 0.5
+    both = ok & m
+    assert float(masked_mae(p, t, m)) == pytest.approx(np.abs(p - t)[both].mean(), rel=1e-12)
+    hz = per_horizon(mae, p, t)
+    expect = [np.abs(p[:, h] - t[:, h])[ok[:, h]].mean() for h in range(3)]
+    np.testing.assert_allclose(hz, expect, rtol=1e-12)
+    hm = per_horizon(masked_rmse, p, t, m)
+    expect = [np.sqrt(((p[:, h] - t[:, h])[both[:, h]] ** 2).mean()) for h in range(3)]
+    np.testing.assert_allclose(hm, expect, rtol=1e-12)
+
+
+def test_evaluate():
+    pred = np.zeros((2, 2, 1, 1))
+    target = np.array([1.0, 3.0, np.nan, -2.0]).reshape(2, 2, 1, 1)
+    # horizon 0 holds target[0,0]=1 and target[1,0]=NaN; horizon 1 holds 3 and -2
+    out = evaluate(torch.from_numpy(pred).float(), target)
+    assert out["mae"] == pytest.approx(2.0) and out["count"] == 3
+    assert out["rmse"] == pytest.approx(math.sqrt(14 / 3))
+    assert out["mae_per_horizon"] == pytest.approx([1.0, 2.5])
+    assert out["rmse_per_horizon"] == pytest.approx([1.0, math.sqrt(13 / 2)])
+    assert all(isinstance(v, float) for v in out["mae_per_horizon"])
+    bad = target.copy()
+    bad[:, 1] = np.nan
+    with pytest.raises(ValueError, match="horizon 1"):
+        evaluate(pred, bad)
+
+
+def test_differentiable_and_errors():
+    pred = torch.tensor([1.0, 2.0], requires_grad=True)
+    target = torch.tensor([0.0, float("nan")])
+    loss = masked_mae(pred, target)
+    loss.backward()
+    assert loss.dim() == 0 and pred.grad.tolist() == [1.0, 0.0]  # no NaN leaks into grads
+    with pytest.raises(ValueError, match="shapes differ"):
+        mae(torch.zeros(2, 3), torch.zeros(3, 2))
+    with pytest.raises(TypeError, match="boolean"):
+        mae(torch.zeros(2), torch.ones(2), torch.ones(2))
+    with pytest.raises(ValueError, match="broadcast"):
+        mae(torch.zeros(2, 3), torch.ones(2, 3), torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="B, T"):
+        per_horizon(mae, torch.zeros(3), torch.zeros(3))
