@@ -41,4 +41,28 @@ TORCH_LIBRARY(dynst_fast, m) {
   m.def(
       "bipartite(Tensor rowptr, Tensor col, Tensor weight, Tensor index, int num_cols)"
       " -> (Tensor, Tensor, Tensor)");
+  // Gated message passing out[b, i] = sum_j A[i, j] * gate[j] * x[b, j] for a CSR
+  // graph A of shape (num_rows, S) (row = target), x [B, S, F], gate [S] of x's dtype
+  // (float32 / float64); weight may be any floating dtype. Returns [B, num_rows, F].
+  m.def(
+      "gated_spmm(Tensor rowptr, Tensor col, Tensor weight, Tensor x, Tensor gate,"
+      " int num_rows) -> Tensor");
+  // The same forward, also given the transposed CSR (t_rowptr [S + 1], t_col [E],
+  // t_weight [E], as CSRGraph.transpose() builds it), which only its backward reads:
+  // the differentiable entry point that dynst_fast.ops.gated_spmm uses, so that the
+  // backward reuses a cached transpose instead of building one per call.
+  m.def(
+      "gated_spmm_tr(Tensor rowptr, Tensor col, Tensor weight, Tensor t_rowptr, Tensor t_col,"
+      " Tensor t_weight, Tensor x, Tensor gate, int num_rows) -> Tensor");
+  // Backward of gated_spmm from the transposed CSR of A: with y = A^T grad_out,
+  // returns grad_x = gate[:, None] * y ([B, S, F]) and grad_gate[j] = sum_{b,f}
+  // x[b, j, f] * y[b, j, f] ([S]; all zeros when need_gate_grad is false).
+  m.def(
+      "gated_spmm_backward(Tensor t_rowptr, Tensor t_col, Tensor t_weight, Tensor x,"
+      " Tensor gate, Tensor grad_out, bool need_gate_grad) -> (Tensor, Tensor)");
+  // Transposed CSR (rowptr [num_cols + 1], col [E], weight [E]) of a CSR graph with
+  // num_cols columns; inside a row of the result, edges keep their input order.
+  m.def(
+      "csr_transpose(Tensor rowptr, Tensor col, Tensor weight, int num_cols)"
+      " -> (Tensor, Tensor, Tensor)");
 }

@@ -9,20 +9,20 @@ import numpy as np
 from .graph import CSRGraph
 
 
-def layout(graph: CSRGraph, coords: np.ndarray | None) -> tuple[np.ndarray, str, str]:
+def layout(
+    graph: CSRGraph, coords: np.ndarray | None, geographic: bool = True
+) -> tuple[np.ndarray, str, str]:
     """2-D positions ``[N, 2]`` as (x, y) plus axis labels.
 
     Geographic ``(lat, lon)`` coordinates are drawn as x = lon, y = lat. Without
     coordinates, a spectral layout of the graph is used.
     """
     n = graph.num_rows
-    if coords is not None:
+    if coords is not None and np.shape(coords) == (n, 2):
         c = np.asarray(coords, dtype=np.float64)
-        if c.shape == (n, 2):
-            lat_lon = np.all(np.abs(c[:, 0]) <= 90) and np.all(np.abs(c[:, 1]) <= 180)
-            if lat_lon and np.ptp(c[:, 0]) < 20 and np.ptp(c[:, 1]) < 40:
-                return c[:, ::-1], "longitude", "latitude"
-            return c, "x", "y"
+        if geographic:
+            return c[:, ::-1], "longitude", "latitude"
+        return c, "x", "y"
     return _spectral(graph), "", ""
 
 
@@ -47,6 +47,7 @@ def draw_sensors(
     planted: np.ndarray | None = None,
     theta: np.ndarray | None = None,
     title: str = "",
+    geographic: bool = True,
 ) -> None:
     """Write a PNG: edges in light grey, kept sensors filled (colour = theta), dropped
     ones hollow, planted sensors (if known) ringed."""
@@ -55,7 +56,7 @@ def draw_sensors(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pos, xlabel, ylabel = layout(graph, coords)
+    pos, xlabel, ylabel = layout(graph, coords, geographic)
     active = np.asarray(active, dtype=bool)
     fig, ax = plt.subplots(figsize=(8, 6.5), dpi=120)
     rows = graph.row_index().numpy()

@@ -103,10 +103,12 @@ def render_report(m: dict[str, Any], history: list[dict[str, Any]]) -> str:
             f"| {h['step']} | {h['round']} | {h.get('pruned', 0)} | "
             f"{len(h.get('dropped', []))} | {h['active']} |"
         )
-    args = " ".join(
-        f"--{k.replace('_', '-')} {v}"
-        for k, v in cfg.items()
-        if v not in (None, [], False) and k not in ("quiet",)
-    )
+    args = []
+    for k, v in cfg.items():
+        if k in ("quiet", "time_batch") or v in (None, [], False):
+            continue
+        value = " ".join(map(str, v)) if isinstance(v, list) else v
+        args.append(f"--{k.replace('_', '-')} {value}")
+    args = " ".join(args)
     lines += ["", "## Reproduce", "", f"    dynst run {args}", ""]
     return "\n".join(lines)

@@ -106,6 +106,55 @@ def _fit(model, splits, tcfg: TrainConfig, label: str, quiet: bool):
         bar.close()
 
 
+def train_dense(cfg: RunConfig, ds: GraphDataset, splits) -> tuple[Any, dict[str, Any]]:
+    """Build the backbone and train it with every sensor on; returns (model, test metrics)."""
+    torch.manual_seed(cfg.seed)
+    dense = build_graph_model(
+        cfg.model, ds.adjacency, cfg.t_in, cfg.horizon, ds.num_channels, **model_kwargs(cfg)
+    )
+    fr = _fit(dense, splits, _train_config(cfg, "dense", 0.0), "dense", cfg.quiet)
+    metrics = evaluate(dense, splits)
+    metrics["train_seconds"] = fr.seconds
+    return dense, metrics
+
+
+def model_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    return {"hidden": cfg.hidden}
+
+
+def train_sparse(
+    cfg: RunConfig, dense, ds: GraphDataset, splits, scheme: str, sparsity: float
+) -> dict[str, Any]:
+    """Fine-tune a copy of the dense model under ``scheme`` to ``sparsity``; evaluate the
+    compacted model and time it against the dense one side by side.
+
+    Returns ``{"metrics", "model", "sparsifier"}``.
+    """
+    model = copy.deepcopy(dense)
+    fr = _fit(model, splits, _train_config(cfg, scheme, sparsity), scheme, cfg.quiet)
+    sp = fr.sparsifier
+    idx = sp.active_index()
+    compact = model.compact(idx, sp.theta.detach()).eval()
+    metrics = evaluate(compact, splits, active_index=idx)
+    x_test, _ = splits.test.tensors()
+    xb = x_test[: cfg.time_batch].contiguous()
+    xa = xb[:, :, idx].contiguous()
+    dense.eval()
+    times = time_side_by_side({"dense": lambda: dense(xb), "compact": lambda: compact(xa)})
+    metrics.update(
+        infer_ms=times["compact"],
+        dense_infer_ms=times["dense"],
+        speedup=times["dense"] / times["compact"],
+        gives_speedup=getattr(compact, "gives_speedup", True),
+        num_active=int(idx.numel()),
+        train_seconds=fr.seconds,
+        swaps=sum(len(h.get("dropped", [])) for h in sp.history),
+    )
+    if ds.planted is not None:
+        metrics["planted_recall"] = float(np.isin(ds.planted, idx.numpy()).mean())
+    return {"metrics": metrics, "model": model, "sparsifier": sp, "fit": fr}
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Run the main job and write the run directory; returns the metrics dict."""
     cfg.validate()
@@ -116,42 +165,12 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         sparsity = ds.planted_sparsity if ds.planted_sparsity is not None else 0.5
     out = Path(cfg.out or f"runs/{ds.name}_{cfg.model}_{cfg.scheme}_s{sparsity:g}_seed{cfg.seed}")
     splits = make_windows(ds, t_in=cfg.t_in, t_out=cfg.horizon)
-    torch.manual_seed(cfg.seed)
-    model_kwargs = {"hidden": cfg.hidden}
-    dense = build_graph_model(
-        cfg.model, ds.adjacency, cfg.t_in, cfg.horizon, ds.num_channels, **model_kwargs
-    )
-    dense_fit = _fit(dense, splits, _train_config(cfg, "dense", 0.0), "dense", cfg.quiet)
-    results: dict[str, Any] = {"dense": evaluate(dense, splits)}
-    results["dense"]["train_seconds"] = dense_fit.seconds
-
-    x_test, _ = splits.test.tensors()
-    xb = x_test[: cfg.time_batch].contiguous()
-    sparse: dict[str, Any] = {}
-    for scheme in [cfg.scheme, *cfg.also]:
-        model = copy.deepcopy(dense)
-        fr = _fit(model, splits, _train_config(cfg, scheme, sparsity), scheme, cfg.quiet)
-        sp = fr.sparsifier
-        idx = sp.active_index()
-        compact = model.compact(idx, sp.theta.detach()).eval()
-        metrics = evaluate(compact, splits, active_index=idx)
-        xa = xb[:, :, idx].contiguous()
-        model.eval()
-        times = time_side_by_side(
-            {"dense": lambda: dense(xb), "compact": lambda c=compact, x=xa: c(x)}
-        )
-        metrics.update(
-            infer_ms=times["compact"],
-            dense_infer_ms=times["dense"],
-            speedup=times["dense"] / times["compact"],
-            gives_speedup=getattr(compact, "gives_speedup", True),
-            num_active=int(idx.numel()),
-            train_seconds=fr.seconds,
-            swaps=sum(len(h.get("dropped", [])) for h in sp.history),
-        )
-        if ds.planted is not None:
-            metrics["planted_recall"] = float(np.isin(ds.planted, idx.numpy()).mean())
-        sparse[scheme] = {"metrics": metrics, "model": model, "sparsifier": sp}
+    dense, dense_metrics = train_dense(cfg, ds, splits)
+    results: dict[str, Any] = {"dense": dense_metrics}
+    sparse = {
+        scheme: train_sparse(cfg, dense, ds, splits, scheme, sparsity)
+        for scheme in [cfg.scheme, *cfg.also]
+    }
     main = sparse[cfg.scheme]
     m = main["metrics"]
     results["dense"]["infer_ms"] = m["dense_infer_ms"]
@@ -175,7 +194,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         "others": {k: v["metrics"] for k, v in sparse.items() if k != cfg.scheme},
         "baselines": _baselines(splits),
         "timing": {
-            "batch": int(xb.shape[0]),
+            "batch": min(cfg.time_batch, len(splits.test)),
             "threads": torch.get_num_threads(),
             "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
             "method": "median of 30 interleaved repeats after 5 warm-up calls, one process",
@@ -187,18 +206,18 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if ds.planted is not None:
         metrics_json["planted_recall"] = m["planted_recall"]
         metrics_json["planted_sensors"] = [ds.sensor_ids[i] for i in ds.planted.tolist()]
-    _write_run_dir(out, cfg, ds, splits, main, metrics_json, model_kwargs)
+    _write_run_dir(out, cfg, ds, splits, main, metrics_json, model_kwargs(cfg))
     metrics_json["out"] = str(out)
     return metrics_json
 
 
 def _baselines(splits) -> dict[str, Any]:
-    from .baselines import evaluate_baselines
+    from .baselines import run_baselines
 
-    return evaluate_baselines(splits)
+    return run_baselines(splits)
 
 
-def _write_run_dir(out: Path, cfg, ds, splits, main, metrics_json, model_kwargs) -> None:
+def _write_run_dir(out: Path, cfg, ds, splits, main, metrics_json, kwargs) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sp, model = main["sparsifier"], main["model"]
     theta = sp.theta.detach().numpy()
@@ -221,9 +240,11 @@ def _write_run_dir(out: Path, cfg, ds, splits, main, metrics_json, model_kwargs)
             "format": 1,
             "version": __version__,
             "model_name": cfg.model,
-            "model_kwargs": model_kwargs,
+            "model_kwargs": kwargs,
             "model_state": model.state_dict(),
             "sparsifier": sp.state_dict(),
+            "optimizer_state": main["fit"].optimizer_state,
+            "train_config": asdict(main["fit"].config),
             "graph": ds.adjacency.state_dict(),
             "sensor_ids": ds.sensor_ids,
             "num_channels": ds.num_channels,
@@ -243,6 +264,7 @@ def _write_run_dir(out: Path, cfg, ds, splits, main, metrics_json, model_kwargs)
         coords=ds.coords,
         planted=ds.planted,
         theta=theta,
+        geographic=ds.geographic,
         title=f"{ds.name}: {int(active.sum())} of {ds.num_sensors} sensors kept "
         f"({cfg.scheme}, sparsity {sp.sparsity:.2f})",
     )

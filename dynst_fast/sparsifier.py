@@ -116,7 +116,8 @@ class Sparsifier:
             g = a.clone().requires_grad_(True)
         else:
             g = self.theta * a
-            g.retain_grad()
+            if g.requires_grad:  # not under torch.no_grad()
+                g.retain_grad()
         self._gate = g
         return g
 

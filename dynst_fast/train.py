@@ -55,6 +55,8 @@ class FitResult:
     losses: list[float] = field(default_factory=list)
     val_maes: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    optimizer_state: dict[str, Any] = field(default_factory=dict)
+    config: TrainConfig | None = None
 
 
 def make_schedule(cfg: TrainConfig, num_sensors: int, steps_per_epoch: int) -> Schedule:
@@ -140,7 +142,7 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * steps_per_epoch
     lr_at = lambda s: cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(total, 1))))  # noqa: E731
-    result = FitResult(sparsifier=sp, best_val_mae=float("inf"), best_epoch=-1)
+    result = FitResult(sparsifier=sp, best_val_mae=float("inf"), best_epoch=-1, config=cfg)
     best_state: dict[str, Tensor] | None = None
     compact, compact_for = None, None
     start = time.perf_counter()
@@ -165,7 +167,7 @@ def fit(
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
             sp.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         result.losses.append(statistics.fmean(losses))
         val_mae = float("nan")
         if sp.done_pruning:
@@ -191,6 +193,7 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - start
+    result.optimizer_state = opt.state_dict()
     return result
 
 

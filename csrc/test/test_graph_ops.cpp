@@ -1,4 +1,5 @@
-// C++ tests of the dynst_fast graph ops, called through the dispatcher exactly as
+// C++ tests of the dynst_fast graph ops (induce_subgraph, bipartite, gated_spmm and its
+// backward, csr_transpose), called through the dispatcher exactly as
 // torch.ops.dynst_fast.* would call them. Run by ctest (see CMakeLists.txt).
 
 #include <ATen/ATen.h>
@@ -61,6 +62,37 @@ Csr bipartite(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor&
                        .typed<Csr(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                   const at::Tensor&, int64_t)>();
   return op.call(rowptr, col, weight, index, num_cols);
+}
+
+at::Tensor gated_spmm(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& weight,
+                      const at::Tensor& x, const at::Tensor& gate, int64_t num_rows) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("dynst_fast::gated_spmm", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         const at::Tensor&, const at::Tensor&, int64_t)>();
+  return op.call(rowptr, col, weight, x, gate, num_rows);
+}
+
+std::tuple<at::Tensor, at::Tensor> gated_spmm_backward(const Csr& t, const at::Tensor& x,
+                                                       const at::Tensor& gate,
+                                                       const at::Tensor& grad_out,
+                                                       bool need_gate_grad) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("dynst_fast::gated_spmm_backward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&, bool)>();
+  return op.call(std::get<0>(t), std::get<1>(t), std::get<2>(t), x, gate, grad_out,
+                 need_gate_grad);
+}
+
+Csr csr_transpose(const Csr& g, int64_t num_cols) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("dynst_fast::csr_transpose", "")
+                       .typed<Csr(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                  int64_t)>();
+  return op.call(std::get<0>(g), std::get<1>(g), std::get<2>(g), num_cols);
 }
 
 at::Tensor longs(const std::vector<int64_t>& v) {
@@ -174,6 +206,92 @@ void test_bad_input() {
   EXPECT_THROWS(bipartite(rowptr, col, w, longs({0}), -1), "num_cols");
 }
 
+// gated_spmm, its backward and csr_transpose against dense float64 computations:
+// out = (A * gate) @ x, y = A^T grad_out, grad_x = gate * y, grad_gate = sum_{b,f} x * y.
+void check_gated_spmm(const Csr& g, int64_t num_cols, int64_t batch, int64_t features,
+                      at::ScalarType dtype) {
+  const auto& [rowptr, col, w] = g;
+  const int64_t num_rows = rowptr.numel() - 1;
+  const at::Tensor a = to_dense(g, num_cols).to(at::kDouble);  // duplicates add up
+  const at::Tensor x = at::randn({batch, num_cols, features}, at::kDouble);
+  at::Tensor gate = at::randn({num_cols}, at::kDouble);
+  gate.slice(0, 0, num_cols, 3).zero_();  // a gate with zeros
+  const double tol = dtype == at::kFloat ? 1e-4 : 1e-10;
+
+  const at::Tensor out = gated_spmm(rowptr, col, w, x.to(dtype), gate.to(dtype), num_rows);
+  EXPECT(out.scalar_type() == dtype);
+  EXPECT(out.sizes().vec() == std::vector<int64_t>({batch, num_rows, features}));
+  EXPECT(at::allclose(out.to(at::kDouble), at::matmul(a * gate, x), tol, tol));
+
+  const Csr t = csr_transpose(g, num_cols);
+  EXPECT(valid_csr(t, num_cols, num_rows));
+  EXPECT(to_dense(t, num_rows).equal(to_dense(g, num_cols).t()));
+
+  const at::Tensor grad_out = at::randn({batch, num_rows, features}, at::kDouble);
+  const at::Tensor y = at::matmul(a.t(), grad_out);
+  const auto [grad_x, grad_gate] =
+      gated_spmm_backward(t, x.to(dtype), gate.to(dtype), grad_out.to(dtype), true);
+  EXPECT(grad_x.scalar_type() == dtype && grad_gate.scalar_type() == dtype);
+  EXPECT(at::allclose(grad_x.to(at::kDouble), y * gate.view({-1, 1}), tol, tol));
+  EXPECT(at::allclose(grad_gate.to(at::kDouble), (x * y).sum({0, 2}), tol, tol * features));
+  const auto [grad_x2, no_grad_gate] =
+      gated_spmm_backward(t, x.to(dtype), gate.to(dtype), grad_out.to(dtype), false);
+  EXPECT(grad_x2.equal(grad_x));
+  EXPECT(no_grad_gate.numel() == num_cols);
+}
+
+void test_gated_spmm() {
+  // 0 <- {2, 0 (self-loop), 3}, 1 <- {} (empty row), 2 <- {4, 2, 2 (duplicate)}, 3 <- {1},
+  // 4 <- {0, 4}; node 5 is isolated.
+  const Csr small{longs({0, 3, 3, 6, 7, 9, 9}), longs({2, 0, 3, 4, 2, 2, 1, 0, 4}),
+                  at::arange(1, 10, at::kFloat) * 0.25};
+  // F covers the 8-, 2- and 1-vector tiles and the scalar tail of both dtypes.
+  for (const int64_t f : {1, 3, 8, 13, 64, 70}) {
+    check_gated_spmm(small, 6, 2, f, at::kFloat);
+    check_gated_spmm(small, 6, 2, f, at::kDouble);
+  }
+  // Hand-computed: gate = 1, x = 1, F = 1: out = row sums of A.
+  const auto& [rp, cl, w] = small;
+  const at::Tensor ones = gated_spmm(rp, cl, w, at::ones({1, 6, 1}), at::ones({6}), 6);
+  EXPECT(at::allclose(ones.flatten(), at::tensor({1.5f, 0.f, 3.75f, 1.75f, 4.25f, 0.f})));
+  check_gated_spmm(from_dense(random_adjacency(1, 1, 1.0, at::kFloat)), 1, 3, 5, at::kFloat);
+  check_gated_spmm(from_dense(random_adjacency(7, 11, 0.4, at::kFloat)), 11, 3, 9, at::kFloat);
+  check_gated_spmm(from_dense(random_adjacency(11, 7, 0.4, at::kDouble)), 7, 1, 20, at::kDouble);
+  check_gated_spmm(from_dense(random_adjacency(5, 4, 0.0, at::kFloat)), 4, 2, 3, at::kFloat);
+  // Weights of another dtype than x (cast to x's dtype).
+  check_gated_spmm(from_dense(random_adjacency(9, 9, 0.5, at::kDouble)), 9, 2, 16, at::kFloat);
+  check_gated_spmm(from_dense(random_adjacency(9, 9, 0.5, at::kHalf)), 9, 2, 16, at::kDouble);
+  // Several parallel tasks.
+  check_gated_spmm(from_dense(random_adjacency(600, 600, 0.02, at::kFloat)), 600, 1, 64,
+                   at::kFloat);
+  check_gated_spmm(from_dense(random_adjacency(300, 300, 0.03, at::kFloat)), 300, 4, 40,
+                   at::kFloat);
+}
+
+void test_gated_spmm_bad_input() {
+  const at::Tensor rowptr = longs({0, 1, 3, 3});
+  const at::Tensor col = longs({1, 0, 2});
+  const at::Tensor w = at::ones({3});
+  const at::Tensor x = at::randn({2, 3, 4});
+  const at::Tensor gate = at::ones({3});
+  EXPECT_THROWS(gated_spmm(rowptr, col, w, x[0], gate, 3), "[B, S, F]");
+  EXPECT_THROWS(gated_spmm(rowptr, col, w, x.to(at::kHalf), gate.to(at::kHalf), 3),
+                "float32 or float64");
+  EXPECT_THROWS(gated_spmm(rowptr, col, w, x, gate.to(at::kDouble), 3), "gate must have x's dtype");
+  EXPECT_THROWS(gated_spmm(rowptr, col, w, x, at::ones({2}), 3), "gate must have shape [3]");
+  EXPECT_THROWS(gated_spmm(rowptr, col, w, x, gate, 2), "rowptr must have 3 entries");
+  EXPECT_THROWS(gated_spmm(rowptr.to(at::kInt), col, w, x, gate, 3), "int64");
+  EXPECT_THROWS(gated_spmm(rowptr, col, at::ones({3}, at::kLong), x, gate, 3), "floating point");
+  EXPECT_THROWS(gated_spmm(rowptr, col, at::ones({2}), x, gate, 3), "weight has 2 entries");
+  EXPECT_THROWS(gated_spmm(rowptr, longs({1, 0, 3}), w, x, gate, 3), "col[2] = 3");
+  EXPECT_THROWS(gated_spmm(longs({0, 2, 1, 3}), col, w, x, gate, 3), "non-decreasing");
+  EXPECT_THROWS(gated_spmm(longs({0, 1, 2, 2}), col, w, x, gate, 3), "rowptr[-1]");
+  EXPECT_THROWS(gated_spmm(rowptr, col, w, x, gate, -1), "num_rows");
+  const Csr t = csr_transpose({rowptr, col, w}, 3);
+  EXPECT_THROWS(gated_spmm_backward(t, x, gate, at::ones({2, 3, 5}), true), "grad_out");
+  EXPECT_THROWS(csr_transpose({rowptr, col, w}, 2), "out of range");
+}
+
 }  // namespace
 
 int main() {
@@ -189,6 +307,8 @@ int main() {
     test_against_dense(40, 17, 0.2, at::kBFloat16);
     test_against_dense(3000, 1200, 0.01, at::kFloat);  // several parallel tasks
     test_bad_input();
+    test_gated_spmm();
+    test_gated_spmm_bad_input();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "test_graph_ops: unexpected exception: %s\n", e.what());
     return 1;

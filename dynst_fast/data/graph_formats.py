@@ -44,6 +44,7 @@ class GraphDataset:
     units: str  # e.g. "mph", "" if unknown
     planted: np.ndarray | None = None  # sorted int64 planted sensor indices (synthetic only)
     steps_per_day: int | None = None  # e.g. 288 for 5-minute data
+    geographic: bool = True  # coords are (latitude, longitude); False: plain (x, y)
 
     @property
     def num_steps(self) -> int:

@@ -131,4 +131,5 @@ def synthetic_sensor_network(
         units="",
         planted=planted,
         steps_per_day=int(steps_per_day),
+        geographic=False,
     )

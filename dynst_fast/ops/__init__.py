@@ -2,13 +2,15 @@
 
 Every op validates its arguments (clear ``ValueError``/``TypeError``), then runs
 the fastest backend available for the input's device. Today CPU graph ops
-(``induce_subgraph``, ``bipartite``) run in the C++ extension ``dynst_fast._C``;
+(``induce_subgraph``, ``bipartite``, ``gated_spmm``) run in the C++ extension
+``dynst_fast._C`` (fake and autograd registrations in ``_graph_autograd``);
 the others run their PyTorch reference in ``dynst_fast.ops.reference``. Kernels
 replace the insides later without changing these signatures.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .._extension import cpp_ops
@@ -35,6 +37,10 @@ __all__ = [
     "bipartite",
     "reference",
 ]
+
+# torch.ops.dynst_fast once the extension and _graph_autograd are loaded (see _cpp_graph_ops).
+_GRAPH_OPS = None
+_GRAPH_OPS_RESOLVED = False
 
 
 def compact(x: Tensor, theta: Tensor, index: Tensor) -> Tensor:
@@ -135,6 +141,11 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
 
     graph: ``CSRGraph`` of shape ``(R, S)``; x: ``[B, S, F]``; gate: ``[S]``.
     Returns ``[B, R, F]``. Differentiable in x and gate.
+
+    CPU float32/float64 x runs the C++ kernel (gate is cast to x's dtype, the edge
+    weights are used in x's dtype); its backward reads ``graph.transpose()``, which
+    is built on the first differentiable call and cached on the graph. Other dtypes
+    and devices, and graphs whose weights require grad, run the PyTorch reference.
     """
     op = "gated_spmm"
     if not isinstance(graph, CSRGraph):
@@ -151,7 +162,58 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     if gate.shape != (graph.num_cols,):
         raise ValueError(f"{op}: gate must have shape [{graph.num_cols}], got {tuple(gate.shape)}")
     check_same_device(op, x=x, gate=gate, graph=graph.col)
+    lib = _cpp_graph_ops()
+    if (
+        lib is not None
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and not graph.weight.requires_grad  # the C++ op has no weight gradient
+    ):
+        gate = gate.to(x.dtype)
+        if torch.is_grad_enabled() and (x.requires_grad or gate.requires_grad):
+            t_rowptr, t_col, t_weight = _transpose_arrays(lib, graph)
+            return lib.gated_spmm_tr(
+                graph.rowptr,
+                graph.col,
+                graph.weight,
+                t_rowptr,
+                t_col,
+                t_weight,
+                x,
+                gate,
+                graph.num_rows,
+            )
+        return lib.gated_spmm(graph.rowptr, graph.col, graph.weight, x, gate, graph.num_rows)
     return reference.gated_spmm(graph, x, gate)
+
+
+def _cpp_graph_ops():
+    """``torch.ops.dynst_fast`` with the fake/autograd registrations, or ``None``.
+
+    Resolved once into a module global (which ``torch.compile`` reads as a constant).
+    """
+    global _GRAPH_OPS, _GRAPH_OPS_RESOLVED
+    if not _GRAPH_OPS_RESOLVED:
+        lib = cpp_ops()
+        if lib is not None:
+            from . import _graph_autograd  # noqa: F401  (registers fake + autograd kernels)
+        _GRAPH_OPS, _GRAPH_OPS_RESOLVED = lib, True
+    return _GRAPH_OPS
+
+
+def _transpose_arrays(lib, graph: CSRGraph) -> tuple[Tensor, Tensor, Tensor]:
+    """``(rowptr, col, weight)`` of the transposed graph, for the backward pass.
+
+    Eagerly this is ``graph.transpose()``, built once and cached on the graph. While
+    ``torch.compile`` traces, a transpose not cached yet is built by the C++ op
+    ``csr_transpose`` inside the graph (the Python one has data-dependent shapes).
+    """
+    t = graph._transpose
+    if t is None:
+        if torch.compiler.is_compiling():
+            return lib.csr_transpose(graph.rowptr, graph.col, graph.weight, graph.num_cols)
+        t = graph.transpose()
+    return t.rowptr, t.col, t.weight
 
 
 def _graph_index(graph: CSRGraph, index: Tensor, op: str) -> Tensor:

@@ -1,0 +1,483 @@
+// CPU kernels for gated_spmm, its backward and csr_transpose (schemas in csrc/ops.cpp).
+//
+//   out[b, i] = sum_{e in row i} weight[e] * gate[col[e]] * x[b, col[e]]      (forward)
+//   y[b, j]   = sum_{e in row j of A^T} t_weight[e] * grad_out[b, t_col[e]]
+//   grad_x[b, j] = gate[j] * y[b, j],  grad_gate[j] = sum_{b, f} x[b, j, f] * y[b, j, f]
+//
+// Both passes are gathers over the rows of a CSR (A for the forward, A^T for the
+// backward), so every output row is written by exactly one task: no atomics. The
+// work is split with at::parallel_for over (batch, row) pairs, which keeps the
+// threads busy both for B = 1 (rows) and for small graphs with a batch (this needs
+// the extension compiled with OpenMP, -fopenmp: without it at::parallel_for runs
+// serially). An output row is built tile by tile (8 SIMD vectors = 64 floats / 32
+// doubles, then narrower ones, then a scalar tail): the tile's accumulators stay in
+// registers while the row's edges stream coef * x[b, j, tile] into them, and the
+// tile is stored once. The edge's coefficient weight * gate[j] is computed once per
+// edge and tile, in x's dtype. The backward fuses the grad_gate dot product and the
+// gate scaling into the same tile, while y is still in registers.
+//
+// The hot loops are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the
+// baseline, picked at load time (GCC target_clones, x86-64 Linux), since an extension
+// is otherwise built for the baseline ISA (SSE2) only. -DDYNST_NO_TARGET_CLONES turns
+// that off.
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+// x86-64: the hot loops are also compiled for AVX2 + FMA and picked at run time, since an
+// extension is otherwise built for the baseline ISA (SSE2) only. -DDYNST_NO_AVX2 drops it.
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(DYNST_NO_AVX2)
+#define DYNST_AVX2_PATH 1
+#endif
+
+// The helpers of the hot loops must be inlined into each ISA's entry point (an
+// out-of-line copy would only exist for the baseline ISA).
+#if defined(__GNUC__) || defined(__clang__)
+#define DYNST_INLINE inline __attribute__((always_inline))
+#else
+#define DYNST_INLINE inline
+#endif
+
+namespace dynst_fast {
+namespace {
+
+// Multiply-adds handled by one parallel task, about.
+constexpr int64_t kGrainWork = 32768;
+
+// ------------------------------------------------------------------ argument checks
+void check_cpu(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got device ",
+              t.device());
+}
+
+void check_int64_vector(const char* op, const char* name, const at::Tensor& t) {
+  check_cpu(op, name, t);
+  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got shape ", t.sizes());
+}
+
+// rowptr / col int64 1-D, weight floating 1-D with one entry per edge, rowptr of
+// num_rows + 1 entries.
+void check_csr_arrays(const char* op, const char* prefix, const at::Tensor& rowptr,
+                      const at::Tensor& col, const at::Tensor& weight, int64_t num_rows) {
+  const std::string p(prefix);
+  check_int64_vector(op, (p + "rowptr").c_str(), rowptr);
+  check_int64_vector(op, (p + "col").c_str(), col);
+  check_cpu(op, (p + "weight").c_str(), weight);
+  TORCH_CHECK(at::isFloatingType(weight.scalar_type()), op, ": ", p,
+              "weight must be a floating point tensor, got ", weight.scalar_type());
+  TORCH_CHECK(weight.dim() == 1, op, ": ", p, "weight must be 1-D, got shape ",
+              weight.sizes());
+  TORCH_CHECK(weight.numel() == col.numel(), op, ": ", p, "weight has ", weight.numel(),
+              " entries but ", p, "col has ", col.numel());
+  TORCH_CHECK(rowptr.numel() == num_rows + 1, op, ": ", p, "rowptr must have ", num_rows + 1,
+              " entries (one per row + 1), got ", rowptr.numel());
+}
+
+// Checks that a contiguous CSR is valid: rowptr starts at 0, is non-decreasing and ends
+// at E, and every column is in [0, num_cols). One pass, split over rows.
+void check_csr_values(const char* op, const char* prefix, const at::Tensor& rowptr,
+                      const at::Tensor& col, int64_t num_cols) {
+  const int64_t num_rows = rowptr.numel() - 1;
+  const int64_t num_edges = col.numel();
+  const int64_t* rp = rowptr.const_data_ptr<int64_t>();
+  const int64_t* cp = col.const_data_ptr<int64_t>();
+  TORCH_CHECK(rp[0] == 0, op, ": ", prefix, "rowptr[0] must be 0, got ", rp[0]);
+  TORCH_CHECK(rp[num_rows] == num_edges, op, ": ", prefix, "rowptr[-1] = ", rp[num_rows],
+              " but ", prefix, "col has ", num_edges, " edges");
+  const int64_t avg = std::max<int64_t>(1, num_edges / std::max<int64_t>(1, num_rows));
+  at::parallel_for(0, num_rows, std::max<int64_t>(1, kGrainWork / avg), [&](int64_t lo,
+                                                                          int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const int64_t s = rp[r];
+      const int64_t t = rp[r + 1];
+      TORCH_CHECK(s >= 0 && s <= t && t <= num_edges, op, ": ", prefix,
+                  "rowptr is not a valid row pointer: row ", r, " spans [", s, ", ", t,
+                  ") with ", num_edges, " edges (rowptr must be non-decreasing)");
+      for (int64_t p = s; p < t; ++p) {
+        TORCH_CHECK(cp[p] >= 0 && cp[p] < num_cols, op, ": ", prefix, "col[", p, "] = ", cp[p],
+                    " is out of range [0, ", num_cols, ")");
+      }
+    }
+  });
+}
+
+void check_x_gate(const char* op, const at::Tensor& x, const at::Tensor& gate) {
+  check_cpu(op, "x", x);
+  check_cpu(op, "gate", gate);
+  TORCH_CHECK(x.dim() == 3, op, ": x must have shape [B, S, F] (3-D), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(gate.scalar_type() == x.scalar_type(), op, ": gate must have x's dtype ",
+              x.scalar_type(), ", got ", gate.scalar_type());
+  TORCH_CHECK(gate.dim() == 1 && gate.size(0) == x.size(1), op, ": gate must have shape [",
+              x.size(1), "] (one entry per source node of x), got ", gate.sizes());
+}
+
+// (Batch, row) pairs per parallel task for rows of about avg_degree edges of F features.
+int64_t pair_grain(int64_t num_edges, int64_t num_rows, int64_t features) {
+  const int64_t avg = num_edges / std::max<int64_t>(1, num_rows) + 1;
+  return std::max<int64_t>(1, kGrainWork / (avg * std::max<int64_t>(1, features)));
+}
+
+// ------------------------------------------------------------------------- kernels
+#if defined(__GNUC__) && !defined(__clang__)
+// The vector helpers below return AVX vectors; they are always inlined into the AVX2
+// entry points, so no call crosses an ABI boundary with them.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+// Vec<T, kBytes>: a SIMD vector of kBytes bytes of T (GCC/Clang vector extension, for
+// unaligned loads and stores): 16 bytes for the baseline (SSE2, NEON), 32 for AVX2.
+// A plain scalar for other compilers.
+#if defined(__GNUC__) || defined(__clang__)
+template <typename T, int kBytes>
+struct Vec;
+template <>
+struct Vec<float, 16> {
+  typedef float type __attribute__((vector_size(16), aligned(4), may_alias));
+  static constexpr int64_t kLanes = 4;
+};
+template <>
+struct Vec<float, 32> {
+  typedef float type __attribute__((vector_size(32), aligned(4), may_alias));
+  static constexpr int64_t kLanes = 8;
+};
+template <>
+struct Vec<double, 16> {
+  typedef double type __attribute__((vector_size(16), aligned(8), may_alias));
+  static constexpr int64_t kLanes = 2;
+};
+template <>
+struct Vec<double, 32> {
+  typedef double type __attribute__((vector_size(32), aligned(8), may_alias));
+  static constexpr int64_t kLanes = 4;
+};
+#else
+template <typename T, int kBytes>
+struct Vec {
+  using type = T;
+  static constexpr int64_t kLanes = 1;
+};
+#endif
+
+template <typename VT, typename T>
+DYNST_INLINE typename VT::type load(const T* p) {
+  return *reinterpret_cast<const typename VT::type*>(p);
+}
+template <typename VT, typename T>
+DYNST_INLINE void store(T* p, typename VT::type v) {
+  *reinterpret_cast<typename VT::type*>(p) = v;
+}
+template <typename VT>
+DYNST_INLINE double lane_sum(typename VT::type v) {
+#if defined(__GNUC__) || defined(__clang__)
+  double s = 0.0;
+  for (int64_t l = 0; l < VT::kLanes; ++l) s += static_cast<double>(v[l]);
+  return s;
+#else
+  return static_cast<double>(v);
+#endif
+}
+
+// One tile of kV vectors (columns [f0, f0 + kV * lanes)) of one output row, with the
+// accumulators in registers across the row's edges [s, e):
+//   acc = sum_p coef(p) * src[cols[p], f0:...],
+//   coef(p) = w[p] * gate[cols[p]] (kGated, forward) or w[p] (backward).
+// Forward: out = acc. Backward: dot += acc * x_row (lane-wise), out = g * acc.
+template <typename T, typename VT, int64_t kV, bool kGated>
+DYNST_INLINE void tile(const int64_t* __restrict cols, const T* __restrict w,
+                       const T* __restrict gate, int64_t s, int64_t e,
+                       const T* __restrict src, int64_t F, int64_t f0,
+                       const T* __restrict x_row, T g, typename VT::type& dot,
+                       T* __restrict out) {
+  using V = typename VT::type;
+  constexpr int64_t L = VT::kLanes;
+  V acc[kV];
+  for (int64_t k = 0; k < kV; ++k) acc[k] = V{};
+  for (int64_t p = s; p < e; ++p) {
+    const int64_t j = cols[p];
+    const T c = kGated ? w[p] * gate[j] : w[p];
+    const T* __restrict r = src + j * F + f0;
+    for (int64_t k = 0; k < kV; ++k) acc[k] += c * load<VT>(r + k * L);
+  }
+  if (kGated) {
+    for (int64_t k = 0; k < kV; ++k) store<VT>(out + f0 + k * L, acc[k]);
+  } else {
+    for (int64_t k = 0; k < kV; ++k) {
+      dot += acc[k] * load<VT>(x_row + f0 + k * L);
+      store<VT>(out + f0 + k * L, g * acc[k]);
+    }
+  }
+}
+
+// One output row (all F columns): tiles of 8, then 2, then 1 vector, then a scalar tail.
+// Returns sum_f x_row[f] * acc[f] (backward only; 0 in the forward).
+template <typename T, typename VT, bool kGated>
+DYNST_INLINE double row(const int64_t* __restrict cols, const T* __restrict w,
+                        const T* __restrict gate, int64_t s, int64_t e,
+                        const T* __restrict src, int64_t F, const T* __restrict x_row, T g,
+                        T* __restrict out) {
+  constexpr int64_t L = VT::kLanes;
+  typename VT::type dot{};
+  int64_t f = 0;
+  for (; f + 8 * L <= F; f += 8 * L) {
+    tile<T, VT, 8, kGated>(cols, w, gate, s, e, src, F, f, x_row, g, dot, out);
+  }
+  for (; f + 2 * L <= F; f += 2 * L) {
+    tile<T, VT, 2, kGated>(cols, w, gate, s, e, src, F, f, x_row, g, dot, out);
+  }
+  for (; f + L <= F; f += L) {
+    tile<T, VT, 1, kGated>(cols, w, gate, s, e, src, F, f, x_row, g, dot, out);
+  }
+  double tail_dot = 0.0;
+  for (; f < F; ++f) {
+    T acc = T(0);
+    for (int64_t p = s; p < e; ++p) {
+      const int64_t j = cols[p];
+      acc += (kGated ? w[p] * gate[j] : w[p]) * src[j * F + f];
+    }
+    if (kGated) {
+      out[f] = acc;
+    } else {
+      tail_dot += static_cast<double>(x_row[f]) * static_cast<double>(acc);
+      out[f] = g * acc;
+    }
+  }
+  return kGated ? 0.0 : lane_sum<VT>(dot) + tail_dot;
+}
+
+// Raw arguments of one pass. Forward: CSR of A (rp, cp, w in x's dtype), gate, src = x
+// [B, S, F], out [B, R, F]; pairs t = b * R + i. Backward: CSR of A^T (rp, cp, w), gate,
+// src = grad_out [B, R, F], x [B, S, F], out = grad_x [B, S, F], dot [B, S] or null;
+// pairs t = b * S + j.
+template <typename T>
+struct PassArgs {
+  const int64_t* rp;
+  const int64_t* cp;
+  const T* w;
+  const T* gate;
+  const T* src;
+  const T* x;
+  T* out;
+  double* dot;
+  int64_t src_rows;  // rows of one batch of src
+  int64_t out_rows;  // rows of one batch of out
+  int64_t F;
+};
+
+// The pairs t in [begin, end) of a forward (kForward) or backward pass.
+template <typename T, typename VT, bool kForward>
+DYNST_INLINE void pass_impl(const PassArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t* __restrict rp = a.rp;
+  const int64_t F = a.F;
+  for (int64_t t = begin; t < end; ++t) {
+    const int64_t b = t / a.out_rows;
+    const int64_t i = t - b * a.out_rows;
+    const T* src = a.src + b * a.src_rows * F;
+    if (kForward) {
+      row<T, VT, true>(a.cp, a.w, a.gate, rp[i], rp[i + 1], src, F, nullptr, T(0),
+                       a.out + t * F);
+    } else {
+      const double d = row<T, VT, false>(a.cp, a.w, nullptr, rp[i], rp[i + 1], src, F,
+                                         a.x + t * F, a.gate[i], a.out + t * F);
+      if (a.dot != nullptr) a.dot[t] = d;
+    }
+  }
+}
+
+template <typename T, bool kForward>
+void pass_baseline(const PassArgs<T>& a, int64_t begin, int64_t end) {
+  pass_impl<T, Vec<T, 16>, kForward>(a, begin, end);
+}
+
+#ifdef DYNST_AVX2_PATH
+template <typename T, bool kForward>
+__attribute__((target("avx2,fma"))) void pass_avx2(const PassArgs<T>& a, int64_t begin,
+                                                   int64_t end) {
+  pass_impl<T, Vec<T, 32>, kForward>(a, begin, end);
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+// One pass over the pairs [0, B * out_rows), split across threads.
+template <typename T, bool kForward>
+void run_pass(const PassArgs<T>& a, int64_t batch, int64_t num_edges) {
+  auto fn = &pass_baseline<T, kForward>;
+#ifdef DYNST_AVX2_PATH
+  if (cpu_has_avx2()) fn = &pass_avx2<T, kForward>;
+#endif
+  at::parallel_for(0, batch * a.out_rows, pair_grain(num_edges, a.out_rows, a.F),
+                   [&](int64_t begin, int64_t end) { fn(a, begin, end); });
+}
+
+}  // namespace
+
+// --------------------------------------------------------------------------- ops
+at::Tensor gated_spmm_cpu(const at::Tensor& rowptr, const at::Tensor& col,
+                          const at::Tensor& weight, const at::Tensor& x, const at::Tensor& gate,
+                          int64_t num_rows) {
+  const char* op = "dynst_fast::gated_spmm";
+  TORCH_CHECK(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
+  check_csr_arrays(op, "", rowptr, col, weight, num_rows);
+  check_x_gate(op, x, gate);
+  const at::Tensor rp = rowptr.contiguous();
+  const at::Tensor cl = col.contiguous();
+  const int64_t B = x.size(0);
+  const int64_t S = x.size(1);
+  const int64_t F = x.size(2);
+  const int64_t R = num_rows;
+  check_csr_values(op, "", rp, cl, S);
+  // One cast of the weights to x's dtype (no copy when they already match).
+  const at::Tensor w = weight.to(x.scalar_type()).contiguous();
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor gc = gate.contiguous();
+  at::Tensor out = at::empty({B, R, F}, x.options());
+  if (out.numel() == 0) return out;
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dynst_fast_gated_spmm", [&] {
+    PassArgs<scalar_t> a{};
+    a.rp = rp.const_data_ptr<int64_t>();
+    a.cp = cl.const_data_ptr<int64_t>();
+    a.w = w.const_data_ptr<scalar_t>();
+    a.gate = gc.const_data_ptr<scalar_t>();
+    a.src = xc.const_data_ptr<scalar_t>();
+    a.out = out.mutable_data_ptr<scalar_t>();
+    a.src_rows = S;
+    a.out_rows = R;
+    a.F = F;
+    run_pass<scalar_t, /*kForward=*/true>(a, B, cl.numel());
+  });
+  return out;
+}
+
+at::Tensor gated_spmm_tr_cpu(const at::Tensor& rowptr, const at::Tensor& col,
+                             const at::Tensor& weight, const at::Tensor& t_rowptr,
+                             const at::Tensor& t_col, const at::Tensor& t_weight,
+                             const at::Tensor& x, const at::Tensor& gate, int64_t num_rows) {
+  const char* op = "dynst_fast::gated_spmm_tr";
+  // The transpose is only read by the backward; check its shape here so that a wrong
+  // one fails at the call, not in the backward.
+  check_x_gate(op, x, gate);
+  check_csr_arrays(op, "t_", t_rowptr, t_col, t_weight, x.size(1));
+  TORCH_CHECK(t_col.numel() == col.numel(), op, ": the transpose has ", t_col.numel(),
+              " edges but the graph has ", col.numel());
+  return gated_spmm_cpu(rowptr, col, weight, x, gate, num_rows);
+}
+
+std::tuple<at::Tensor, at::Tensor> gated_spmm_backward_cpu(
+    const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_weight,
+    const at::Tensor& x, const at::Tensor& gate, const at::Tensor& grad_out,
+    bool need_gate_grad) {
+  const char* op = "dynst_fast::gated_spmm_backward";
+  check_x_gate(op, x, gate);
+  const int64_t B = x.size(0);
+  const int64_t S = x.size(1);
+  const int64_t F = x.size(2);
+  check_csr_arrays(op, "t_", t_rowptr, t_col, t_weight, S);
+  check_cpu(op, "grad_out", grad_out);
+  TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(0) == B && grad_out.size(2) == F, op,
+              ": grad_out must have shape [", B, ", R, ", F, "], got ", grad_out.sizes());
+  TORCH_CHECK(grad_out.scalar_type() == x.scalar_type(), op, ": grad_out must have x's dtype ",
+              x.scalar_type(), ", got ", grad_out.scalar_type());
+  const int64_t R = grad_out.size(1);
+  const at::Tensor trp = t_rowptr.contiguous();
+  const at::Tensor tcl = t_col.contiguous();
+  check_csr_values(op, "t_", trp, tcl, R);
+  const at::Tensor tw = t_weight.to(x.scalar_type()).contiguous();
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor gc = gate.contiguous();
+  const at::Tensor dc = grad_out.contiguous();
+  at::Tensor grad_x = at::empty({B, S, F}, x.options());
+  // Per-(b, j) partial sums of grad_gate, reduced over b in double below.
+  at::Tensor dots = need_gate_grad ? at::zeros({B, S}, x.options().dtype(at::kDouble))
+                                   : at::Tensor();
+  if (grad_x.numel() != 0) {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dynst_fast_gated_spmm_backward", [&] {
+      PassArgs<scalar_t> a{};
+      a.rp = trp.const_data_ptr<int64_t>();
+      a.cp = tcl.const_data_ptr<int64_t>();
+      a.w = tw.const_data_ptr<scalar_t>();
+      a.gate = gc.const_data_ptr<scalar_t>();
+      a.src = dc.const_data_ptr<scalar_t>();
+      a.x = xc.const_data_ptr<scalar_t>();
+      a.out = grad_x.mutable_data_ptr<scalar_t>();
+      a.dot = need_gate_grad ? dots.mutable_data_ptr<double>() : nullptr;
+      a.src_rows = R;
+      a.out_rows = S;
+      a.F = F;
+      run_pass<scalar_t, /*kForward=*/false>(a, B, tcl.numel());
+    });
+  }
+  at::Tensor grad_gate = need_gate_grad ? dots.sum(0).to(gate.scalar_type())
+                                        : at::zeros({S}, gate.options());
+  return {grad_x, grad_gate};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_transpose_cpu(const at::Tensor& rowptr,
+                                                                 const at::Tensor& col,
+                                                                 const at::Tensor& weight,
+                                                                 int64_t num_cols) {
+  const char* op = "dynst_fast::csr_transpose";
+  TORCH_CHECK(num_cols >= 0, op, ": num_cols must be >= 0, got ", num_cols);
+  TORCH_CHECK(rowptr.defined() && rowptr.numel() >= 1, op,
+              ": rowptr must have num_rows + 1 >= 1 entries");
+  const int64_t num_rows = rowptr.numel() - 1;
+  check_csr_arrays(op, "", rowptr, col, weight, num_rows);
+  const at::Tensor rp = rowptr.contiguous();
+  const at::Tensor cl = col.contiguous();
+  const at::Tensor w = weight.contiguous();
+  check_csr_values(op, "", rp, cl, num_cols);
+  const int64_t num_edges = cl.numel();
+  at::Tensor t_rowptr = at::zeros({num_cols + 1}, rp.options());
+  at::Tensor t_col = at::empty({num_edges}, cl.options());
+  at::Tensor t_weight = at::empty({num_edges}, w.options());
+  const int64_t* rpp = rp.const_data_ptr<int64_t>();
+  const int64_t* cpp = cl.const_data_ptr<int64_t>();
+  int64_t* trp = t_rowptr.mutable_data_ptr<int64_t>();
+  int64_t* tcp = t_col.mutable_data_ptr<int64_t>();
+  // Counting sort by column; walking the edges in row order keeps every transposed
+  // row sorted by source row, with duplicates in their input order (stable).
+  for (int64_t e = 0; e < num_edges; ++e) ++trp[cpp[e] + 1];
+  for (int64_t c = 0; c < num_cols; ++c) trp[c + 1] += trp[c];
+  std::vector<int64_t> next(trp, trp + num_cols);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(),
+                                  "dynst_fast_csr_transpose", [&] {
+                                    const scalar_t* wp = w.const_data_ptr<scalar_t>();
+                                    scalar_t* twp = t_weight.mutable_data_ptr<scalar_t>();
+                                    for (int64_t r = 0; r < num_rows; ++r) {
+                                      for (int64_t e = rpp[r]; e < rpp[r + 1]; ++e) {
+                                        const int64_t o = next[cpp[e]]++;
+                                        tcp[o] = r;
+                                        twp[o] = wp[e];
+                                      }
+                                    }
+                                  });
+  return {t_rowptr, t_col, t_weight};
+}
+
+TORCH_LIBRARY_IMPL(dynst_fast, CPU, m) {
+  m.impl("gated_spmm", &gated_spmm_cpu);
+  m.impl("gated_spmm_tr", &gated_spmm_tr_cpu);
+  m.impl("gated_spmm_backward", &gated_spmm_backward_cpu);
+  m.impl("csr_transpose", &csr_transpose_cpu);
+}
+
+}  // namespace dynst_fast
