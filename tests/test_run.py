@@ -87,12 +87,28 @@ def test_checkpoint_rebuilds_the_compacted_model(planted_run: dict) -> None:
         (["run", "--epochs", "0"], "--epochs must be >= 1"),
         (["run", "--data", "{empty}"], "no values file"),
         (["run", "--data", "{missing}"], "does not exist"),
+        (["run", "--data", "{nan_sensor}"], "sensor 'b'.*all NaN"),
+        (["run", "--data", "{bad_adj}"], "4 x 4.*3 sensors"),
     ],
 )
 def test_cli_bad_input_is_one_clear_error(
     argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    argv = [a.format(empty=tmp_path, missing=tmp_path / "nope") for a in argv]
+    nan_sensor, bad_adj = tmp_path / "nan", tmp_path / "adj"
+    for d, values, adj in (
+        (nan_sensor, "a,b,c\n1,,3\n2,,4\n", "1,0,0\n0,1,0\n0,0,1\n"),
+        (bad_adj, "a,b,c\n1,2,3\n2,3,4\n", "1,0,0,0\n0,1,0,0\n0,0,1,0\n0,0,0,1\n"),
+    ):
+        d.mkdir()
+        (d / "values.csv").write_text(values)
+        (d / "adj.csv").write_text(adj)
+    names = {
+        "empty": tmp_path,
+        "missing": tmp_path / "nope",
+        "nan_sensor": nan_sensor,
+        "bad_adj": bad_adj,
+    }
+    argv = [a.format(**names) for a in argv]
     assert main([*argv, "--quiet", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dynst run: error:")
