@@ -210,6 +210,11 @@ class CSRGraph:
             self._transpose = t
         return self._transpose
 
+    @property
+    def cached_transpose(self) -> CSRGraph | None:
+        """The transpose if :meth:`transpose` has built it already, else ``None``."""
+        return self._transpose
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         """Move to a device and/or cast the weights; returns a new graph."""
         return CSRGraph(

@@ -35,6 +35,8 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include "checks.h"
+
 // x86-64: the hot loops are also compiled for AVX2 + FMA and picked at run time, since an
 // extension is otherwise built for the baseline ISA (SSE2) only. -DDYNST_NO_AVX2 drops it.
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(DYNST_NO_AVX2)
@@ -56,18 +58,6 @@ namespace {
 constexpr int64_t kGrainWork = 32768;
 
 // ------------------------------------------------------------------ argument checks
-void check_cpu(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got device ",
-              t.device());
-}
-
-void check_int64_vector(const char* op, const char* name, const at::Tensor& t) {
-  check_cpu(op, name, t);
-  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ",
-              t.scalar_type());
-  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got shape ", t.sizes());
-}
 
 // rowptr / col int64 1-D, weight floating 1-D with one entry per edge, rowptr of
 // num_rows + 1 entries.

@@ -8,6 +8,8 @@
 
 #include "graph_ops.h"
 
+#include "checks.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -23,15 +25,6 @@ namespace {
 
 // Edges handled by one parallel task (ATen's usual grain size for elementwise work).
 constexpr int64_t kGrainEdges = 32768;
-
-void check_int64_vector(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got device ",
-              t.device());
-  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ",
-              t.scalar_type());
-  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got shape ", t.sizes());
-}
 
 void check_inputs(const char* op, const at::Tensor& rowptr, const at::Tensor& col,
                   const at::Tensor& weight, const at::Tensor& index) {

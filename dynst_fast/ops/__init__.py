@@ -208,7 +208,7 @@ def _transpose_arrays(lib, graph: CSRGraph) -> tuple[Tensor, Tensor, Tensor]:
     ``torch.compile`` traces, a transpose not cached yet is built by the C++ op
     ``csr_transpose`` inside the graph (the Python one has data-dependent shapes).
     """
-    t = graph._transpose
+    t = graph.cached_transpose
     if t is None:
         if torch.compiler.is_compiling():
             return lib.csr_transpose(graph.rowptr, graph.col, graph.weight, graph.num_cols)
