@@ -65,4 +65,15 @@ TORCH_LIBRARY(dynst_fast, m) {
   m.def(
       "csr_transpose(Tensor rowptr, Tensor col, Tensor weight, int num_cols)"
       " -> (Tensor, Tensor, Tensor)");
+  // --- compaction (issue #4). dynst_fast.ops registers the public custom ops
+  // (dynst_fast::compact, ...) in Python; these are their CPU kernels (csrc/cpu/compact.cpp).
+  // out[b, k, :] = x[b, index[k], :] * theta[index[k]] (theta may be None): [B, K, F].
+  m.def("compact_cpu(Tensor x, Tensor? theta, Tensor index) -> Tensor");
+  // [B, n, F]: row index[k] = y[:, k], every other row = fill.
+  m.def("expand_cpu(Tensor y, Tensor index, int n, float fill) -> Tensor");
+  // Backward of compact_cpu with theta: (dx [B, N, F], dtheta [N], or [0] when
+  // need_theta_grad is false), dtheta[j] = sum_{b, f} x[b, j, f] * grad[b, k, f], j = index[k].
+  m.def(
+      "compact_backward_cpu(Tensor grad, Tensor x, Tensor theta, Tensor index,"
+      " bool need_theta_grad) -> (Tensor, Tensor)");
 }
