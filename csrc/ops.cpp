@@ -76,4 +76,8 @@ TORCH_LIBRARY(dynst_fast, m) {
   m.def(
       "compact_backward_cpu(Tensor grad, Tensor x, Tensor theta, Tensor index,"
       " bool need_theta_grad) -> (Tensor, Tensor)");
+  // Indices of the k entries with eligible[i] of smallest key (mode 0: score, 1: -score,
+  // 2: |score|), ordered by (key, index): the CPU kernel of select_swap / prune_lowest
+  // (csrc/cpu/select.cpp). int64 [k].
+  m.def("masked_smallest_cpu(Tensor score, Tensor eligible, int k, int mode) -> Tensor");
 }

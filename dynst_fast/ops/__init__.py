@@ -130,7 +130,7 @@ def select_swap(score: Tensor, active: Tensor, k: int) -> tuple[Tensor, Tensor]:
     if torch.compiler.is_compiling():
         check_k(k, score.numel(), "total", op)
     else:
-        n_active = int(active.sum())
+        n_active = int(torch.count_nonzero(active))
         check_k(k, n_active, "active", op)
         check_k(k, score.numel() - n_active, "inactive", op)
         check_no_nan("score", score, op)
@@ -151,7 +151,7 @@ def prune_lowest(score: Tensor, active: Tensor, k: int) -> Tensor:
     if torch.compiler.is_compiling():
         check_k(k, score.numel(), "total", op)
     else:
-        check_k(k, int(active.sum()), "active", op)
+        check_k(k, int(torch.count_nonzero(active)), "active", op)
         check_no_nan("score", score, op)
     return _custom_ops.prune_lowest(score.detach(), active, k)
 

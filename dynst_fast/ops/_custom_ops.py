@@ -7,10 +7,10 @@ Inside, each op runs the backend :func:`._backend.backend_for` picks:
 
 * ``triton``: the kernels of ``dynst_fast.kernels`` (CUDA; the interpreter on CPU);
 * ``cpu``: the C++ kernels of ``csrc/cpu/compact.cpp`` for compact / expand and their
-  backward (measured faster than the composition: ``bench/bench_compact.py``, results in
-  ``bench/results/compact_cpu.md``), and the PyTorch composition for
-  ``patchify_compact`` and the selection ops (see their docstrings for the
-  measurements);
+  backward and of ``csrc/cpu/select.cpp`` for the selection ops (measured faster than
+  the compositions: ``bench/bench_compact.py``, ``bench/bench_select.py``, results in
+  ``bench/results/``), and the PyTorch composition for ``patchify_compact`` (see its
+  docstring);
 * ``reference``: the plain PyTorch composition of ``dynst_fast.ops.reference``.
 
 These ops do no value checks (index range, duplicates, k): ``dynst_fast.ops`` does them.
@@ -216,10 +216,17 @@ patchify_compact.register_autograd(_patchify_grad, setup_context=_patchify_setup
 
 
 # ------------------------------------------------------------------ selection
+_MODES = {"smallest": 0, "largest": 1, "smallest_abs": 2}
+
+
 def _pick(score: Tensor, eligible: Tensor, k: int, mode: str) -> Tensor:
     """Indices of the k eligible entries of smallest key, ordered by (key, index)."""
-    if backend_for(score.device) == "triton":
+    backend = backend_for(score.device)
+    if backend == "triton":
         return triton_kernels().select.masked_smallest(score, eligible, k, mode)
+    lib = _cpu_kernels() if backend == "cpu" else None
+    if lib is not None:
+        return lib.masked_smallest_cpu(score, eligible, k, _MODES[mode])
     s = score.to(torch.float64)
     key = {"smallest": s, "largest": -s, "smallest_abs": s.abs()}[mode]
     return reference._ordered_pick(key, eligible, k)
@@ -229,8 +236,9 @@ def _pick(score: Tensor, eligible: Tensor, k: int, mode: str) -> Tensor:
 def select_swap(score: Tensor, active: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """``(drop[k], grow[k])``: the k lowest-score active and the k highest-score inactive.
 
-    The ``cpu`` backend runs the composition (nonzero, stable sort of the eligible
-    scores); see ``bench/results/select_cpu.md`` for its measured ratios.
+    The ``cpu`` backend runs ``csrc/cpu/select.cpp`` (nth_element, then a sort of the k
+    picked); ``bench/results/select_cpu.md`` has its ratios against ``torch.topk`` and a
+    full sort.
     """
     return _pick(score, active, k, "smallest"), _pick(score, ~active, k, "largest")
 
