@@ -80,4 +80,12 @@ TORCH_LIBRARY(dynst_fast, m) {
   // 2: |score|), ordered by (key, index): the CPU kernel of select_swap / prune_lowest
   // (csrc/cpu/select.cpp). int64 [k].
   m.def("masked_smallest_cpu(Tensor score, Tensor eligible, int k, int mode) -> Tensor");
+  // Active p x p patches of frames [B, T, C, H, W] (zero-padded at the bottom/right,
+  // patches row-major, features (t, c, dy, dx)) times theta[index]: [B, K, T*C*p*p]
+  // (csrc/cpu/patchify.cpp).
+  m.def("patchify_compact_cpu(Tensor frames, Tensor theta, Tensor index, int p) -> Tensor");
+  // Its backward: (dframes [B, T, C, H, W], dtheta [N] or [0] when need_theta_grad is false).
+  m.def(
+      "patchify_compact_backward_cpu(Tensor grad, Tensor frames, Tensor theta, Tensor index,"
+      " int p, bool need_theta_grad) -> (Tensor, Tensor)");
 }

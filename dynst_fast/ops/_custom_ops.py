@@ -6,11 +6,10 @@ differentiable ones have ``register_autograd`` backwards that are ops themselves
 Inside, each op runs the backend :func:`._backend.backend_for` picks:
 
 * ``triton``: the kernels of ``dynst_fast.kernels`` (CUDA; the interpreter on CPU);
-* ``cpu``: the C++ kernels of ``csrc/cpu/compact.cpp`` for compact / expand and their
-  backward and of ``csrc/cpu/select.cpp`` for the selection ops (measured faster than
-  the compositions: ``bench/bench_compact.py``, ``bench/bench_select.py``, results in
-  ``bench/results/``), and the PyTorch composition for ``patchify_compact`` (see its
-  docstring);
+* ``cpu``: the C++ kernels of ``csrc/cpu`` (``compact.cpp``: compact / expand and the
+  backward; ``patchify.cpp``; ``select.cpp``: the selection ops), measured against the
+  PyTorch compositions by ``bench/bench_{compact,patchify,select}.py`` (results in
+  ``bench/results/``); the composition if the extension is not built;
 * ``reference``: the plain PyTorch composition of ``dynst_fast.ops.reference``.
 
 These ops do no value checks (index range, duplicates, k): ``dynst_fast.ops`` does them.
@@ -148,12 +147,16 @@ expand.register_autograd(_expand_grad, setup_context=_expand_setup)
 def patchify_compact(frames: Tensor, theta: Tensor, index: Tensor, p: int) -> Tensor:
     """Active p x p patches of ``frames[B, T, C, H, W]`` times theta: ``[B, K, T*C*p*p]``.
 
-    The ``cpu`` backend runs the composition (pad, reshape/permute, gather, mul): no C++
-    kernel was written for it, the measured CPU ratios of the Triton-style one-pass read
-    are in ``bench/results/patchify_cpu.md``.
+    The ``cpu`` backend runs ``csrc/cpu/patchify.cpp``, which reads only the active
+    patches (ratios against the pad/permute/gather composition in
+    ``bench/results/patchify_cpu.md``).
     """
-    if backend_for(frames.device) == "triton":
+    backend = backend_for(frames.device)
+    if backend == "triton":
         return triton_kernels().patchify.patchify_gather(frames, theta, index, p)
+    lib = _cpu_kernels() if backend == "cpu" else None
+    if lib is not None:
+        return lib.patchify_compact_cpu(frames, theta, index, p)
     return reference.patchify_compact(frames, theta, index, p)
 
 
@@ -168,11 +171,15 @@ def patchify_compact_backward(
     grad: Tensor, frames: Tensor, theta: Tensor, index: Tensor, p: int, need_theta_grad: bool
 ) -> tuple[Tensor, Tensor]:
     """``(dframes [B, T, C, H, W], dtheta [N] or [0])`` of :func:`patchify_compact`."""
-    if backend_for(frames.device) == "triton":
+    backend = backend_for(frames.device)
+    if backend == "triton":
         dframes, dtheta = triton_kernels().patchify.patchify_scatter(
             grad, frames, theta, index, p, need_theta_grad
         )
         return dframes, dtheta if dtheta is not None else theta.new_empty(0)
+    lib = _cpu_kernels() if backend == "cpu" else None
+    if lib is not None:
+        return lib.patchify_compact_backward_cpu(grad, frames, theta, index, p, need_theta_grad)
     return _patchify_backward_composed(grad, frames, theta, index, p, need_theta_grad)
 
 
