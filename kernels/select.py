@@ -100,7 +100,7 @@ def _histogram_kernel(
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     key, part = _keys(score, elig, offs, N, MODE, WIDE)
-    shift: tl.constexpr = NBITS - 8 * (PASS + 1)
+    shift = NBITS - 8 * (PASS + 1)
     if PASS == 0:
         digit = (key >> shift) + 128
     else:

@@ -28,6 +28,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "dot.h"
 
 namespace dynst_fast {
 namespace {
@@ -189,9 +190,7 @@ std::tuple<at::Tensor, at::Tensor> compact_backward_cpu(const at::Tensor& grad_i
               for (int64_t f = 0; f < F; ++f) dst[f] = g[f] * s;
               if (dtp != nullptr) {
                 const scalar_t* xr = xp + b * xb + j * xn;
-                for (int64_t f = 0; f < F; ++f) {
-                  acc += static_cast<acc_t>(xr[f]) * static_cast<acc_t>(g[f]);
-                }
+                acc += static_cast<acc_t>(dot(xr, g, F));
               }
             }
             if (dtp != nullptr) dtp[j] = static_cast<scalar_t>(acc);

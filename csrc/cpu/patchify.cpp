@@ -29,6 +29,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "dot.h"
 
 namespace dynst_fast {
 namespace {
@@ -174,9 +175,7 @@ std::tuple<at::Tensor, at::Tensor> patchify_compact_backward_cpu(
                     for (int64_t dx = 0; dx < nx; ++dx) dst[dx] = gd[dx] * s;
                     if (dtp != nullptr) {
                       const scalar_t* src = fp + b * sb + t * st + c * sc + (y0 + dy) * sh + x0;
-                      for (int64_t dx = 0; dx < nx; ++dx) {
-                        acc += static_cast<acc_t>(src[dx]) * static_cast<acc_t>(gd[dx]);
-                      }
+                      acc += static_cast<acc_t>(dot(src, gd, nx));
                     }
                   }
                 }
