@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# Largest grid size along axes 1 and 2 on CUDA; kernels loop when the batch is larger.
+MAX_GRID_Y = 65535
+
 
 def next_pow2(n: int) -> int:
     """Smallest power of two ``>= n`` (1 for ``n <= 1``)."""

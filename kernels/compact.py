@@ -7,8 +7,9 @@
   (``inv[n] >= 0``) and ``fill`` elsewhere, optionally with
   ``dtheta[n] = sum_{b, f} x[b, n, f] * src[b, inv[n], f]`` (0 for inactive n) reduced in
   the same pass: the forward of ``expand`` and the backward of ``compact``. Each program
-  owns a block of output sensors, so every output row and every ``dtheta`` entry is
-  written exactly once (no atomics, no zero-fill pass, deterministic).
+  owns a block of output sensors and a share of the batch, so every output row is
+  written exactly once (no atomics, no zero-fill pass); the dtheta partial sums of the
+  batch shares are added in a fixed order afterwards (deterministic).
 
 Inputs may be strided; outputs are contiguous. Products are taken in the data's dtype
 (exact for fp16/bf16 operands, as in PyTorch); the theta gradient accumulates in fp32
@@ -22,7 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._launch import block_f, inverse_index
+from ._launch import MAX_GRID_Y, block_f, inverse_index
 
 
 @triton.jit
@@ -31,6 +32,7 @@ def _gather_rows_kernel(
     theta,
     index,
     out,
+    B,
     K,
     F,
     s_b,
@@ -41,21 +43,28 @@ def _gather_rows_kernel(
     BLOCK_F: tl.constexpr,
 ):
     pid_k = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
+    b_first = tl.program_id(1)
+    b_step = tl.num_programs(1)
     rows = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     rmask = rows < K
     idx = tl.load(index + rows, mask=rmask, other=0).to(tl.int64)
-    src_row = src + b * s_b + idx * s_n
-    out_row = out + (b * K + rows.to(tl.int64)) * F
     if HAS_THETA:
         scale = tl.load(theta + idx, mask=rmask, other=0)
-    for f0 in range(0, F, BLOCK_F):
-        cols = f0 + tl.arange(0, BLOCK_F)
-        m = rmask[:, None] & (cols < F)[None, :]
-        v = tl.load(src_row[:, None] + cols[None, :].to(tl.int64) * s_f, mask=m, other=0)
-        if HAS_THETA:
-            v = v * scale[:, None]
-        tl.store(out_row[:, None] + cols[None, :], v, mask=m)
+    # 64-bit offsets: b * stride can pass 2^31 on large tensors.
+    b0 = b_first.to(tl.int64)
+    bs = b_step.to(tl.int64)
+    src_row = src + b0 * s_b + idx * s_n
+    out_row = out + (b0 * K + rows.to(tl.int64)) * F
+    for _ in range(b_first, B, b_step):
+        for f0 in range(0, F, BLOCK_F):
+            cols = f0 + tl.arange(0, BLOCK_F)
+            m = rmask[:, None] & (cols < F)[None, :]
+            v = tl.load(src_row[:, None] + cols[None, :].to(tl.int64) * s_f, mask=m, other=0)
+            if HAS_THETA:
+                v = v * scale[:, None]
+            tl.store(out_row[:, None] + cols[None, :], v, mask=m)
+        src_row += bs * s_b
+        out_row += bs * K * F
 
 
 @triton.jit
@@ -122,8 +131,8 @@ def _scatter_rows_kernel(
         src_row += bs * src_b
         out_row += bs * N * F
         x_row += bs * x_b
-    if NEED_DTHETA:
-        tl.store(dtheta + rows, acc, mask=rmask)
+    if NEED_DTHETA:  # this program's share of the batch; the caller sums the shares
+        tl.store(dtheta + b0 * N + rows, acc, mask=rmask)
 
 
 def gather_rows(src: Tensor, index: Tensor, theta: Tensor | None = None) -> Tensor:
@@ -139,12 +148,13 @@ def gather_rows(src: Tensor, index: Tensor, theta: Tensor | None = None) -> Tens
         return out
     bf = block_f(f)
     bk = max(1, min(4096 // bf, triton.next_power_of_2(k)))
-    grid = (triton.cdiv(k, bk), b)
+    grid = (triton.cdiv(k, bk), min(b, MAX_GRID_Y))
     _gather_rows_kernel[grid](
         src,
         theta if theta is not None else src,
         index,
         out,
+        b,
         k,
         f,
         src.stride(0),
@@ -175,28 +185,29 @@ def scatter_rows(
     b, _, f = src.shape
     out = torch.empty((b, n, f), dtype=src.dtype, device=src.device)
     need_dtheta = x is not None
-    dtheta = torch.empty(n, dtype=src.dtype, device=src.device) if need_dtheta else None
+    dtheta = torch.zeros(n, dtype=src.dtype, device=src.device) if need_dtheta else None
     if b == 0 or f == 0:
         out.fill_(fill)
-        if dtheta is not None:
-            dtheta.zero_()
         return out, dtheta
     inv = inverse_index(index, n)
     fill_t = torch.full((1,), fill, dtype=src.dtype, device=src.device)
     bf = block_f(f)
-    bn = max(1, min(2048 // bf, triton.next_power_of_2(n)))
-    # Without a theta gradient, batches are independent programs; with it, one program
-    # reduces over the whole batch for its sensors (no atomics).
-    grid = (triton.cdiv(n, bn), 1 if need_dtheta else b)
+    bn = max(1, min(1024 // bf, triton.next_power_of_2(n)))
+    # Programs split the batch; with a theta gradient each writes its partial sums over
+    # its batch rows to partial[g, n] (fp32, fp64 for fp64 data), summed here: still no
+    # atomics, and the order of the sum is fixed (deterministic).
+    g = min(b, MAX_GRID_Y)
+    acc_dtype = torch.float64 if src.dtype == torch.float64 else torch.float32
+    partial = torch.empty((g, n), dtype=acc_dtype, device=src.device) if need_dtheta else None
     xt = x if x is not None else src
-    _scatter_rows_kernel[grid](
+    _scatter_rows_kernel[(triton.cdiv(n, bn), g)](
         src,
         inv,
         theta if theta is not None else src,
         xt,
         fill_t,
         out,
-        dtheta if dtheta is not None else fill_t,
+        partial if partial is not None else fill_t,
         n,
         b,
         f,
@@ -212,4 +223,6 @@ def scatter_rows(
         BLOCK_N=bn,
         BLOCK_F=bf,
     )
+    if partial is not None:
+        dtheta = partial.sum(0).to(src.dtype)
     return out, dtheta

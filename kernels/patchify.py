@@ -9,8 +9,9 @@ patches (H, W zero-padded at the bottom/right); a patch's features are ordered
   ``theta[index]``: only the K active patches are read, the padding is never materialised.
 * :func:`patchify_scatter` -- the backward: ``dframes`` (every in-image pixel written
   exactly once: the active patches get ``grad * theta``, the others 0) and
-  ``dtheta[j] = sum_{b, f} patch_j[b, f] * grad[b, k, f]`` reduced in the same pass, one
-  program per block of patches over the whole batch (no atomics).
+  ``dtheta[j] = sum_{b, f} patch_j[b, f] * grad[b, k, f]`` reduced in the same pass; a
+  program owns a block of patches and a share of the batch, its partial dtheta sums are
+  added in a fixed order afterwards (no atomics, deterministic).
 
 Frames may be strided; outputs are contiguous. On CPU only under ``TRITON_INTERPRET=1``.
 """
@@ -22,7 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._launch import block_f, inverse_index, next_pow2
+from ._launch import MAX_GRID_Y, block_f, inverse_index, next_pow2
 
 
 @triton.jit
@@ -52,6 +53,7 @@ def _patchify_gather_kernel(
     theta,
     index,
     out,
+    B,
     K,
     D,
     GW,
@@ -68,21 +70,27 @@ def _patchify_gather_kernel(
     BLOCK_F: tl.constexpr,
 ):
     pid_k = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
+    b_first = tl.program_id(1)
+    b_step = tl.num_programs(1)
     rows = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     rmask = rows < K
     idx = tl.load(index + rows, mask=rmask, other=0)
     gy = idx // GW
     gx = idx - gy * GW
     scale = tl.load(theta + idx, mask=rmask, other=0)
-    base = frames + b * s_b
-    out_row = out + (b * K + rows.to(tl.int64)) * D
-    for f0 in range(0, D, BLOCK_F):
-        feat = f0 + tl.arange(0, BLOCK_F)
-        off, inside = _pixel_offsets(feat, gy, gx, C, H, W, s_t, s_c, s_h, s_w, P)
-        m = rmask[:, None] & (feat < D)[None, :]
-        v = tl.load(base + off, mask=m & inside, other=0)
-        tl.store(out_row[:, None] + feat[None, :], v * scale[:, None], mask=m)
+    b0 = b_first.to(tl.int64)
+    bs = b_step.to(tl.int64)
+    base = frames + b0 * s_b
+    out_row = out + (b0 * K + rows.to(tl.int64)) * D
+    for _ in range(b_first, B, b_step):
+        for f0 in range(0, D, BLOCK_F):
+            feat = f0 + tl.arange(0, BLOCK_F)
+            off, inside = _pixel_offsets(feat, gy, gx, C, H, W, s_t, s_c, s_h, s_w, P)
+            m = rmask[:, None] & (feat < D)[None, :]
+            v = tl.load(base + off, mask=m & inside, other=0)
+            tl.store(out_row[:, None] + feat[None, :], v * scale[:, None], mask=m)
+        base += bs * s_b
+        out_row += bs * K * D
 
 
 @triton.jit
@@ -119,6 +127,8 @@ def _patchify_scatter_kernel(
     BLOCK_F: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    b_first = tl.program_id(1)
+    b_step = tl.num_programs(1)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     rmask = rows < N
     k = tl.load(inv + rows, mask=rmask, other=-1).to(tl.int64)
@@ -130,10 +140,12 @@ def _patchify_scatter_kernel(
         acc = tl.zeros([BLOCK_N], dtype=tl.float64)
     else:
         acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    g_row = grad + k * g_k
-    f_base = frames
-    o_base = dframes
-    for _ in range(0, B):
+    b0 = b_first.to(tl.int64)
+    bs = b_step.to(tl.int64)
+    g_row = grad + b0 * g_b + k * g_k
+    f_base = frames + b0 * s_b
+    o_base = dframes + b0 * o_b
+    for _ in range(b_first, B, b_step):
         for f0 in range(0, D, BLOCK_F):
             feat = f0 + tl.arange(0, BLOCK_F)
             m = rmask[:, None] & (feat < D)[None, :]
@@ -148,11 +160,11 @@ def _patchify_scatter_kernel(
                 else:
                     acc += tl.sum(xv.to(tl.float32) * g.to(tl.float32), axis=1)
             tl.store(o_base + o_off, g * scale[:, None], mask=m & inside)
-        g_row += g_b
-        f_base += s_b
-        o_base += o_b
-    if NEED_DTHETA:
-        tl.store(dtheta + rows, acc, mask=rmask)
+        g_row += bs * g_b
+        f_base += bs * s_b
+        o_base += bs * o_b
+    if NEED_DTHETA:  # this program's share of the batch; the caller sums the shares
+        tl.store(dtheta + b0 * N + rows, acc, mask=rmask)
 
 
 def patch_grid(h: int, w: int, p: int) -> tuple[int, int]:
@@ -173,9 +185,23 @@ def patchify_gather(frames: Tensor, theta: Tensor, index: Tensor, p: int) -> Ten
         return out
     bf = block_f(d)
     bk = max(1, min(4096 // bf, next_pow2(k)))
-    grid = (triton.cdiv(k, bk), b)
+    grid = (triton.cdiv(k, bk), min(b, MAX_GRID_Y))
     _patchify_gather_kernel[grid](
-        frames, theta, index, out, k, d, gw, c, h, w, *frames.stride(), P=p, BLOCK_K=bk, BLOCK_F=bf
+        frames,
+        theta,
+        index,
+        out,
+        b,
+        k,
+        d,
+        gw,
+        c,
+        h,
+        w,
+        *frames.stride(),
+        P=p,
+        BLOCK_K=bk,
+        BLOCK_F=bf,
     )
     return out
 
@@ -188,22 +214,23 @@ def patchify_scatter(
     gh, gw = patch_grid(h, w, p)
     n, d = gh * gw, t * c * p * p
     dframes = torch.empty((b, t, c, h, w), dtype=frames.dtype, device=frames.device)
-    dtheta = torch.empty(n, dtype=theta.dtype, device=frames.device) if need_dtheta else None
+    dtheta = torch.zeros(n, dtype=theta.dtype, device=frames.device) if need_dtheta else None
     if b == 0 or d == 0:
         dframes.zero_()
-        if dtheta is not None:
-            dtheta.zero_()
         return dframes, dtheta
     inv = inverse_index(index, n)
     bf = block_f(d)
-    bn = max(1, min(2048 // bf, next_pow2(n)))
-    _patchify_scatter_kernel[(triton.cdiv(n, bn),)](
+    bn = max(1, min(1024 // bf, next_pow2(n)))
+    g = min(b, MAX_GRID_Y)  # programs split the batch; dtheta partial sums per share
+    acc_dtype = torch.float64 if frames.dtype == torch.float64 else torch.float32
+    partial = torch.empty((g, n), dtype=acc_dtype, device=frames.device) if need_dtheta else None
+    _patchify_scatter_kernel[(triton.cdiv(n, bn), g)](
         grad,
         frames,
         theta,
         inv,
         dframes,
-        dtheta if dtheta is not None else theta,
+        partial if partial is not None else theta,
         n,
         b,
         d,
@@ -220,4 +247,6 @@ def patchify_scatter(
         BLOCK_N=bn,
         BLOCK_F=bf,
     )
+    if partial is not None:
+        dtheta = partial.sum(0).to(theta.dtype)
     return dframes, dtheta
