@@ -18,6 +18,7 @@ from . import __version__
 from .artifacts import CHECKPOINT, save_checkpoint, write_atomic, write_json
 from .data import GraphDataset, load_graph_dataset, make_windows, synthetic_sensor_network
 from .models import build_graph_model
+from .morph import select_sensors
 from .plot import draw_sensors
 from .report import format_table, render_report
 from .schedule import SCHEMES
@@ -138,7 +139,7 @@ def train_sparse(
     metrics = evaluate(compact, splits, active_index=idx)
     x_test, _ = splits.test.tensors()
     xb = x_test[: cfg.time_batch].contiguous()
-    xa = xb[:, :, idx].contiguous()
+    xa = select_sensors(xb, idx)
     dense.eval()
     times = time_side_by_side({"dense": lambda: dense(xb), "compact": lambda: compact(xa)})
     metrics.update(

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .data import WindowSplits
 from .metrics import evaluate as evaluate_metrics
+from .morph import select_sensors
 from .schedule import Schedule
 from .sparsifier import Sparsifier
 
@@ -115,7 +116,7 @@ def evaluate(
     ``active_index`` is given (it then receives only those sensors), else dense."""
     x, y = getattr(splits, split).tensors()
     if active_index is not None:
-        x = x[:, :, active_index]
+        x = select_sensors(x, active_index)
     pred = splits.denormalize(predict(model, x))
     return evaluate_metrics(pred, splits.denormalize(y))
 
@@ -157,7 +158,7 @@ def fit(
                 key = tuple(sp.active_index().tolist())
                 if compact_for != key:
                     compact, compact_for = model.compact(sp.active_index(), sp.theta.detach()), key
-                pred = compact(xb[:, :, sp.active_index()])
+                pred = compact(select_sensors(xb, sp.active_index()))
             else:
                 pred = model(xb, sp.gate())
             loss = masked_weighted_l1(pred, yb, weight)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 import torch
 
-from dynst_fast.data import shared_data_dir
-from dynst_fast.graph import CSRGraph
+# Triton kernels run under the interpreter on a machine without a GPU. The variable is
+# read when a kernel is decorated, so it must be set before dynst_fast.kernels' kernel
+# modules are imported (dynst_fast imports them lazily, on the first Triton call).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from dynst_fast.data import shared_data_dir  # noqa: E402
+from dynst_fast.graph import CSRGraph  # noqa: E402
 
 
 def random_graph(n: int, p: float = 0.2, seed: int = 0) -> CSRGraph:

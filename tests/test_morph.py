@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynst_fast.morph import graph_to_stream, stream_to_graph
+from dynst_fast.morph import graph_to_stream, select_sensors, stream_to_graph
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 7), st.integers(1, 4))
 
@@ -67,3 +67,14 @@ def test_bad_shapes():
         stream_to_graph(torch.randn(2, 3, 4, 2), 3, 2)
     with pytest.raises(ValueError, match="stream_to_graph"):
         stream_to_graph(torch.randn(4, 6), 3, 2)
+
+
+def test_select_sensors_is_the_sensor_gather():
+    x = torch.randn(2, 3, 7, 2)
+    for index in ([6, 0, 3], [4], list(range(7))):
+        idx = torch.tensor(index)
+        assert torch.equal(select_sensors(x, idx), x[:, :, idx])
+    with pytest.raises(ValueError, match="duplicate"):
+        select_sensors(x, torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match=r"select_sensors: expected \[B, T, N, C\]"):
+        select_sensors(x[0], torch.tensor([1]))

@@ -1,11 +1,17 @@
 """Public, shape-checked ops of DESIGN.md section 6.
 
 Every op validates its arguments (clear ``ValueError``/``TypeError``), then runs
-the fastest backend available for the input's device. Today CPU graph ops
+the fastest backend available for the input's device. CPU graph ops
 (``induce_subgraph``, ``bipartite``, ``gated_spmm``) run in the C++ extension
-``dynst_fast._C`` (fake and autograd registrations in ``_graph_autograd``);
-the others run their PyTorch reference in ``dynst_fast.ops.reference``. Kernels
-replace the insides later without changing these signatures.
+``dynst_fast._C`` (fake and autograd registrations in ``_graph_autograd``).
+``compact``, ``expand``, ``patchify_compact``, ``select_swap`` and ``prune_lowest``
+are ``torch.library.custom_op`` ops (``_custom_ops``) that run the Triton kernels of
+``dynst_fast.kernels`` on CUDA, C++ CPU kernels or the PyTorch composition on CPU;
+``DYNST_BACKEND=triton|cpu|reference`` forces a backend (``_backend``).
+
+Value checks that need the data (index range and duplicates, the number of active
+sensors for k, NaN scores) run eagerly; while ``torch.compile`` traces they are
+skipped (they would break the graph), so compiled code must pass checked indices.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ from torch import Tensor
 
 from .._extension import cpp_ops
 from ..graph import CSRGraph
-from . import reference
+from . import _custom_ops, reference
 from ._checks import (
     check_float,
     check_index,
     check_k,
     check_mask,
+    check_no_nan,
     check_rank,
     check_same_device,
     check_tensor,
@@ -60,7 +67,7 @@ def compact(x: Tensor, theta: Tensor, index: Tensor) -> Tensor:
         raise ValueError(f"{op}: theta must have shape [N] = [{n}], got {tuple(theta.shape)}")
     index = check_index(index, n, op)
     check_same_device(op, x=x, theta=theta, index=index)
-    return reference.compact(x, theta, index)
+    return _custom_ops.compact(x, theta.to(x.dtype), index)
 
 
 def expand(y: Tensor, index: Tensor, n: int, fill: float = 0.0) -> Tensor:
@@ -77,7 +84,7 @@ def expand(y: Tensor, index: Tensor, n: int, fill: float = 0.0) -> Tensor:
     if index.numel() != y.shape[1]:
         raise ValueError(f"{op}: y has {y.shape[1]} sensors but index has {index.numel()} entries")
     check_same_device(op, y=y, index=index)
-    return reference.expand(y, index, n, fill)
+    return _custom_ops.expand(y, index, n, float(fill))
 
 
 def patchify_compact(frames: Tensor, theta: Tensor, index: Tensor, p: int) -> Tensor:
@@ -103,14 +110,16 @@ def patchify_compact(frames: Tensor, theta: Tensor, index: Tensor, p: int) -> Te
         )
     index = check_index(index, n, op)
     check_same_device(op, frames=frames, theta=theta, index=index)
-    return reference.patchify_compact(frames, theta, index, p)
+    check_float("theta", theta, op)
+    return _custom_ops.patchify_compact(frames, theta.to(frames.dtype), index, p)
 
 
 def select_swap(score: Tensor, active: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The k lowest-score active sensors and the k highest-score inactive ones.
 
-    score: ``[N]`` float; active: ``[N]`` bool. Returns ``(drop[k], grow[k])`` int64,
-    most extreme first, ties to the lower index.
+    score: ``[N]`` float, no NaN (``ValueError``); active: ``[N]`` bool. Returns
+    ``(drop[k], grow[k])`` int64, most extreme first, ties to the lower index
+    (-0.0 ties with +0.0). Not differentiable (score is detached).
     """
     op = "select_swap"
     check_tensor("score", score, op)
@@ -118,22 +127,33 @@ def select_swap(score: Tensor, active: Tensor, k: int) -> tuple[Tensor, Tensor]:
     check_float("score", score, op)
     active = check_mask(active, score.numel(), op)
     check_same_device(op, score=score, active=active)
-    n_active = int(active.sum())
-    check_k(k, n_active, "active", op)
-    check_k(k, score.numel() - n_active, "inactive", op)
-    return reference.select_swap(score, active, k)
+    if torch.compiler.is_compiling():
+        check_k(k, score.numel(), "total", op)
+    else:
+        n_active = int(torch.count_nonzero(active))
+        check_k(k, n_active, "active", op)
+        check_k(k, score.numel() - n_active, "inactive", op)
+        check_no_nan("score", score, op)
+    return _custom_ops.select_swap(score.detach(), active, k)
 
 
 def prune_lowest(score: Tensor, active: Tensor, k: int) -> Tensor:
-    """New ``[N]`` bool mask without the k active sensors of lowest ``|score|``."""
+    """New ``[N]`` bool mask without the k active sensors of lowest ``|score|``.
+
+    Ties go to the lower index; NaN scores raise ``ValueError``. Not differentiable.
+    """
     op = "prune_lowest"
     check_tensor("score", score, op)
     check_rank("score", score, 1, "[N]", op)
     check_float("score", score, op)
     active = check_mask(active, score.numel(), op)
     check_same_device(op, score=score, active=active)
-    check_k(k, int(active.sum()), "active", op)
-    return reference.prune_lowest(score, active, k)
+    if torch.compiler.is_compiling():
+        check_k(k, score.numel(), "total", op)
+    else:
+        check_k(k, int(torch.count_nonzero(active)), "active", op)
+        check_no_nan("score", score, op)
+    return _custom_ops.prune_lowest(score.detach(), active, k)
 
 
 def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:

@@ -42,7 +42,7 @@ def check_index(index: object, n: int, op: str, *, allow_empty: bool = False) ->
         raise ValueError(f"{op}: index is empty (K = 0): at least one sensor must stay active")
     if k > n:
         raise ValueError(f"{op}: index has {k} entries but there are only {n} sensors")
-    if k:
+    if k and not torch.compiler.is_compiling():  # value checks would break a compiled graph
         lo, hi = int(index.min()), int(index.max())
         if lo < 0 or hi >= n:
             bad = lo if lo < 0 else hi
@@ -59,6 +59,11 @@ def check_mask(active: object, n: int, op: str) -> Tensor:
     if active.shape != (n,):
         raise ValueError(f"{op}: active must have shape [{n}], got {tuple(active.shape)}")
     return active
+
+
+def check_no_nan(name: str, t: Tensor, op: str) -> None:
+    if bool(torch.isnan(t).any()):
+        raise ValueError(f"{op}: {name} has NaN entries (NaN scores cannot be ranked)")
 
 
 def check_k(k: object, available: int, what: str, op: str) -> int:

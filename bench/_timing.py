@@ -1,0 +1,66 @@
+"""Timing helpers shared by the kernel benchmarks: interleaved medians, machine line, results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine(device: str) -> str:
+    """One line naming the device, threads and torch version."""
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    name = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{name}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
+
+
+def median_ms(
+    fns: dict[str, Callable[[], object]], device: str, repeats: int = 7, warmup: int = 2
+) -> dict[str, float]:
+    """Median wall time (ms) of each function, calls interleaved round by round."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            f()
+            sync()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def copy_gbps(nbytes: int, device: str, repeats: int = 7) -> float:
+    """Device copy bandwidth (read + write GB/s) of a ``nbytes`` buffer, measured now."""
+    src = torch.empty(max(nbytes // 4, 1), dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    t = median_ms({"copy": lambda: dst.copy_(src)}, device, repeats)["copy"]
+    return 2 * src.numel() * 4 / (t * 1e-3) / 1e9
+
+
+def write_result(name: str, text: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(text)
+    return path
