@@ -56,11 +56,22 @@
 #define DYNST_INLINE inline
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define DYNST_PREFETCH(address) __builtin_prefetch(address)
+#else
+#define DYNST_PREFETCH(address) ((void)(address))
+#endif
+
 namespace dynst_fast {
 namespace {
 
 // Multiply-adds handled by one parallel task, about.
 constexpr int64_t kGrainWork = 32768;
+// Software prefetch distance, in edges, of the gathered source rows. Measured on one
+// thread (thread CPU time, RGG of degree 12): forward F = 64 at N = 1e5 16 -> 10-12 ms,
+// at N = 1e4 0.40 -> 0.34 ms; F = 16 at N = 1e6 146 -> 133 ms; F = 16 at N = 1e4
+// (rows in L2 anyway) 0.16 -> 0.17 ms.
+constexpr int64_t kPrefetchEdges = 16;
 
 // ------------------------------------------------------------------ argument checks
 
@@ -234,17 +245,31 @@ DYNST_INLINE double lane_sum(typename VT::type v) {
 //   acc = sum_p coef(p) * src[cols[p], f0:...],
 //   coef(p) = w[p] * gate[cols[p]] (kGated, forward) or w[p] (backward).
 // Forward: out = acc. Backward: dot += acc * x_row (lane-wise), out = g * acc.
+// pf_end is the length of cols: the prefetch of the row kPrefetchEdges edges ahead stays
+// below it.
 template <typename T, typename VT, int64_t kV, bool kGated>
 DYNST_INLINE void tile(const int64_t* __restrict cols, const T* __restrict w,
                        const T* __restrict gate, int64_t s, int64_t e,
                        const T* __restrict src, int64_t F, int64_t f0,
                        const T* __restrict x_row, T g, typename VT::type& dot,
-                       T* __restrict out) {
+                       T* __restrict out, int64_t pf_end) {
   using V = typename VT::type;
   constexpr int64_t L = VT::kLanes;
   V acc[kV];
   for (int64_t k = 0; k < kV; ++k) acc[k] = V{};
+  constexpr int64_t kLines = (kV * L * static_cast<int64_t>(sizeof(T)) + 63) / 64;
   for (int64_t p = s; p < e; ++p) {
+    if (p + kPrefetchEdges < pf_end) {
+      // The tile of the source row kPrefetchEdges edges ahead (maybe in a later row, whose
+      // columns are not checked yet: integer address arithmetic, and a prefetch never
+      // faults).
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(src) +
+                              static_cast<uintptr_t>(cols[p + kPrefetchEdges] * F + f0) *
+                                  sizeof(T);
+      for (int64_t q = 0; q < kLines; ++q) {
+        DYNST_PREFETCH(reinterpret_cast<const void*>(ahead + 64 * q));
+      }
+    }
     const int64_t j = cols[p];
     const T c = kGated ? w[p] * gate[j] : w[p];
     const T* __restrict r = src + j * F + f0;
@@ -266,18 +291,18 @@ template <typename T, typename VT, bool kGated>
 DYNST_INLINE double row(const int64_t* __restrict cols, const T* __restrict w,
                         const T* __restrict gate, int64_t s, int64_t e,
                         const T* __restrict src, int64_t F, const T* __restrict x_row, T g,
-                        T* __restrict out) {
+                        T* __restrict out, int64_t pf_end) {
   constexpr int64_t L = VT::kLanes;
   typename VT::type dot{};
   int64_t f = 0;
   for (; f + 8 * L <= F; f += 8 * L) {
-    tile<T, VT, 8, kGated>(cols, w, gate, s, e, src, F, f, x_row, g, dot, out);
+    tile<T, VT, 8, kGated>(cols, w, gate, s, e, src, F, f, x_row, g, dot, out, pf_end);
   }
   for (; f + 2 * L <= F; f += 2 * L) {
-    tile<T, VT, 2, kGated>(cols, w, gate, s, e, src, F, f, x_row, g, dot, out);
+    tile<T, VT, 2, kGated>(cols, w, gate, s, e, src, F, f, x_row, g, dot, out, pf_end);
   }
   for (; f + L <= F; f += L) {
-    tile<T, VT, 1, kGated>(cols, w, gate, s, e, src, F, f, x_row, g, dot, out);
+    tile<T, VT, 1, kGated>(cols, w, gate, s, e, src, F, f, x_row, g, dot, out, pf_end);
   }
   double tail_dot = 0.0;
   for (; f < F; ++f) {
@@ -313,6 +338,7 @@ struct PassArgs {
   int64_t src_rows;  // rows of one batch of src
   int64_t out_rows;  // rows of one batch of out
   int64_t F;
+  int64_t num_edges;
 };
 
 // The pairs t in [begin, end) of a forward (kForward) or backward pass.
@@ -331,10 +357,10 @@ DYNST_INLINE void pass_impl(const PassArgs<T>& a, int64_t begin, int64_t end) {
     const T* src = a.src + b * a.src_rows * F;
     if (kForward) {
       row<T, VT, true>(a.cp, a.w, a.gate, rp[i], rp[i + 1], src, F, nullptr, T(0),
-                       a.out + t * F);
+                       a.out + t * F, a.num_edges);
     } else {
       const double d = row<T, VT, false>(a.cp, a.w, nullptr, rp[i], rp[i + 1], src, F,
-                                         a.x + t * F, a.gate[i], a.out + t * F);
+                                         a.x + t * F, a.gate[i], a.out + t * F, a.num_edges);
       if (a.dot != nullptr) a.dot[t] = d;
     }
   }
@@ -405,6 +431,7 @@ at::Tensor gated_spmm_cpu(const at::Tensor& rowptr, const at::Tensor& col,
     a.src_rows = S;
     a.out_rows = R;
     a.F = F;
+    a.num_edges = cl.numel();
     run_pass<scalar_t, /*kForward=*/true>(a, B, cl.numel());
   });
   return out;
@@ -465,6 +492,7 @@ std::tuple<at::Tensor, at::Tensor> gated_spmm_backward_cpu(
       a.src_rows = R;
       a.out_rows = S;
       a.F = F;
+      a.num_edges = tcl.numel();
       run_pass<scalar_t, /*kForward=*/false>(a, B, tcl.numel());
     });
   }
