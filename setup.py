@@ -5,8 +5,9 @@ Install against the torch already in the environment (never let pip pick one)::
     pip install --no-build-isolation -e .      # development
     pip install --no-build-isolation .         # regular install
 
-CUDA sources (``csrc/cuda/*.cu``) are compiled, and ``WITH_CUDA`` is defined, when the
-installed torch is a CUDA build (``torch.version.cuda``) and nvcc is found (CUDA_HOME);
+CUDA sources (the kernels ``csrc/cuda/*.cu`` and their binding ``csrc/cuda/*.cpp``) are
+compiled, and ``WITH_CUDA`` is defined, when the installed torch is a CUDA build
+(``torch.version.cuda``) and nvcc is found (CUDA_HOME);
 a GPU is not needed to build. ``DYNST_WITH_CUDA=0`` forces a CPU-only build,
 ``DYNST_WITH_CUDA=1`` fails loudly if CUDA cannot be used. ``MAX_JOBS`` (default 2) caps
 parallel compile jobs; ninja is used when available.
@@ -94,7 +95,8 @@ def extensions() -> list:
         return [
             CUDAExtension(
                 "dynst_fast._C",
-                sources + _sources("csrc/cuda/*.cu"),
+                # the raw kernels (*.cu) and their torch binding (*.cpp)
+                sources + _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp"),
                 include_dirs=include_dirs,
                 define_macros=define_macros,
                 extra_compile_args=extra_compile_args,

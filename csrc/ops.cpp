@@ -1,7 +1,8 @@
 // Operator schemas of the dynst_fast extension (torch.ops.dynst_fast.*).
 //
 // Schemas live here, once; kernels register against them per backend with
-// TORCH_LIBRARY_IMPL (csrc/cpu/*.cpp for CPU, csrc/cuda/*.cu for CUDA). Fake
+// TORCH_LIBRARY_IMPL (csrc/cpu/*.cpp for CPU, csrc/cuda/graph_ops_cuda.cpp over the raw
+// kernels of csrc/cuda/*.cu for CUDA). Fake
 // (meta) and autograd registrations are done from Python.
 //
 // Built by setup.py as the Python module dynst_fast._C (with DYNST_PYTHON_MODULE
@@ -15,9 +16,10 @@
 #include <torch/library.h>
 
 #ifdef DYNST_PYTHON_MODULE
-// An empty module named _C: `from dynst_fast import _C` loads this shared
-// library, which runs the static TORCH_LIBRARY registrations of every file in it.
-// (PyMODINIT_FUNC is extern "C" and exported.)
+// A module named _C with one constant, WITH_CUDA (1 when csrc/cuda was compiled in):
+// `from dynst_fast import _C` loads this shared library, which runs the static
+// TORCH_LIBRARY registrations of every file in it. (PyMODINIT_FUNC is extern "C" and
+// exported.)
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
@@ -26,7 +28,17 @@ PyMODINIT_FUNC PyInit__C(void) {
       -1,       // per-interpreter state size (none)
       nullptr,  // methods
   };
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+#ifdef WITH_CUDA
+  const long with_cuda = 1;
+#else
+  const long with_cuda = 0;
+#endif
+  if (module != nullptr && PyModule_AddIntConstant(module, "WITH_CUDA", with_cuda) != 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 #endif  // DYNST_PYTHON_MODULE
 

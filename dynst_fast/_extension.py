@@ -4,6 +4,7 @@ The extension registers its schemas in the ``dynst_fast`` torch library
 namespace (``torch.ops.dynst_fast.*``). It is built by ``pip install`` from
 ``csrc/``; if the build is missing, ``cpp_ops()`` returns ``None``, the ops fall
 back to their PyTorch references, and ``extension_error()`` says why.
+``cuda_kernels_built()`` says whether the build has the CUDA kernels of ``csrc/cuda``.
 """
 
 from __future__ import annotations
@@ -37,3 +38,16 @@ def extension_error() -> str | None:
     """Why the extension failed to load, or ``None`` if it loaded (or was not tried)."""
     cpp_ops()
     return _ERROR
+
+
+def cuda_kernels_built() -> bool:
+    """Whether the loaded extension was compiled with the CUDA kernels of ``csrc/cuda``.
+
+    True only for a build against a CUDA torch with nvcc present (see setup.py); a GPU
+    is not needed to answer.
+    """
+    if cpp_ops() is None:
+        return False
+    from . import _C
+
+    return bool(getattr(_C, "WITH_CUDA", 0))

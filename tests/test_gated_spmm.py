@@ -307,6 +307,38 @@ def test_model_uses_the_cpp_kernel(monkeypatch):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
 
+def test_compact_model_uses_the_cpp_kernels(monkeypatch):
+    """CompactSTGCN builds its graphs with the C++ induce_subgraph / bipartite and runs
+    inference through the C++ gated_spmm; it matches the gated model (equivalence rule)."""
+    from dynst_fast.models.stgcn import GatedSTGCN
+
+    edges = random_edges(14, 14, 50, seed=6)
+    graph = csr_from_edges([(i, j, abs(w)) for i, j, w in edges], 14, 14, torch.float32)
+    torch.manual_seed(0)
+    model = GatedSTGCN(graph, t_in=6, t_out=2, hidden=8, readout=8, embed=4).eval()
+    theta = torch.rand(14) + 0.5
+    active = torch.tensor([0, 3, 4, 7, 9, 13])
+    gate = torch.zeros(14)
+    gate[active] = theta[active]
+    x = torch.randn(2, 6, 14, 1)
+    calls: dict[str, int] = {}
+    for name in ("induce_subgraph", "bipartite", "gated_spmm"):
+        real = getattr(lib, name)
+
+        def counting(*args, real=real, name=name):
+            calls[name] = calls.get(name, 0) + 1
+            return real(*args)
+
+        monkeypatch.setattr(lib, name, counting, raising=False)
+    compact = model.compact(active, theta)
+    with torch.no_grad():
+        got = compact(x[:, :, active])
+        expect = model(x, gate)
+    assert calls.get("induce_subgraph") == 1 and calls.get("bipartite") == 1
+    assert calls.get("gated_spmm", 0) >= 3  # degrees, node streams, read-out (+ the gated model)
+    torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------- fallback to reference
 def test_other_dtypes_and_weight_grad_use_the_reference():
     edges, r, s = GRAPHS["square"]

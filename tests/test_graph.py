@@ -7,6 +7,8 @@ arrays, so edge order is checked) and with the dense slices ``A[idx][:, idx]`` a
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -372,3 +374,59 @@ def test_cpp_ops_reject_bad_input():
         lib.induce_subgraph(torch.tensor([0, 3, 1, 3]), col, w, torch.tensor([0, 1]))
     with pytest.raises(RuntimeError, match=r"col\[2\] = 9"):
         lib.bipartite(rp, torch.tensor([1, 0, 9]), w, torch.tensor([0]), 3)
+
+
+# ---------------------------------------------------- opcheck, compile, dispatch
+def _opcheck_graph():
+    g = CSRGraph(
+        torch.tensor([0, 3, 3, 6, 7, 9]),
+        torch.tensor([2, 0, 3, 4, 2, 2, 1, 0, 4]),
+        torch.arange(1.0, 10.0, dtype=torch.float64),
+    )
+    return g, torch.tensor([4, 0, 2])
+
+
+def test_opcheck_induce_subgraph_and_bipartite():
+    """Fake kernels (data-dependent edge counts) agree with the C++ CPU kernels."""
+    lib = ops._cpp_graph_ops()
+    g, index = _opcheck_graph()
+    torch.library.opcheck(lib.induce_subgraph.default, (g.rowptr, g.col, g.weight, index))
+    torch.library.opcheck(lib.bipartite.default, (g.rowptr, g.col, g.weight, index, 5))
+    empty = torch.tensor([], dtype=torch.int64)  # a graph without edges
+    torch.library.opcheck(
+        lib.bipartite.default, (torch.zeros(4, dtype=torch.int64), empty, empty.double(), index, 5)
+    )
+
+
+def test_induce_subgraph_under_torch_compile():
+    lib = ops._cpp_graph_ops()
+    g, index = _opcheck_graph()
+
+    def fn(rowptr, col, weight, idx):
+        rp, c, w = lib.induce_subgraph(rowptr, col, weight, idx)
+        rb, cb, wb = lib.bipartite(rowptr, col, weight, idx, 5)
+        return rp * 2, c + 1, w.sum() + wb.sum(), rb, cb
+
+    got = torch.compile(fn, fullgraph=True)(g.rowptr, g.col, g.weight, index)
+    for u, v in zip(got, fn(g.rowptr, g.col, g.weight, index), strict=True):
+        assert torch.equal(u, v)
+
+
+def test_cuda_dispatch_choice(monkeypatch):
+    """CUDA tensors go to the CUDA kernels only when the build has them; otherwise the
+    ops fall back to the PyTorch reference and warn once, saying how to rebuild."""
+    ops._cpp_graph_ops()
+    cuda = torch.device("cuda")
+    assert ops._has_graph_kernel(torch.device("cpu"), "op")
+    assert not ops._has_graph_kernel(torch.device("meta"), "op")
+    monkeypatch.setattr(ops, "_GRAPH_OPS_CUDA", True)
+    assert ops._has_graph_kernel(cuda, "op")
+    monkeypatch.setattr(ops, "_GRAPH_OPS_CUDA", False)
+    monkeypatch.setattr(ops, "_WARNED_NO_CUDA_KERNELS", False)
+    with pytest.warns(RuntimeWarning, match="built without CUDA kernels.*DYNST_WITH_CUDA=1"):
+        assert not ops._has_graph_kernel(cuda, "gated_spmm")
+    with warnings.catch_warnings():  # warned once only
+        warnings.simplefilter("error")
+        assert not ops._has_graph_kernel(cuda, "gated_spmm")
+    if torch.version.cuda is None:  # a CPU torch can never have built them
+        assert not _extension.cuda_kernels_built()

@@ -205,8 +205,11 @@ class CompactSTGCN(nn.Module):
     def __init__(self, parent: GatedSTGCN, active_index: Tensor, theta: Tensor | None) -> None:
         super().__init__()
         n = parent.num_sensors
+        # Everything is built on the device of the parent's graph (CUDA once the parent
+        # ran there), so that the graph ops run their kernels for that device.
+        device = parent.graph.device
         index = torch.as_tensor(active_index, dtype=torch.int64).reshape(-1)
-        index = ops._checks.check_index(index.to(parent.graph.device), n, "compact")
+        index = ops._checks.check_index(index.to(device), n, "compact")
         if theta is None:
             theta = torch.ones(n)
         if theta.shape != (n,):
@@ -214,13 +217,14 @@ class CompactSTGCN(nn.Module):
         self.parent = parent
         self.num_active = index.numel()
         self.register_buffer("index", index)
-        self.register_buffer("gate", theta.detach().to(torch.float32)[index.to(theta.device)])
-        active = torch.zeros(n)
+        self.register_buffer("gate", theta.detach().to(device=device, dtype=torch.float32)[index])
+        active = torch.zeros(n, device=device)
         active[index] = 1.0
         self.register_buffer("active", active[None, :, None])
         self.subgraph = ops.induce_subgraph(parent.graph, index)
         self.readout_graph = ops.bipartite(parent.graph, index)
-        deg = ops.gated_spmm(self.readout_graph, torch.ones(1, self.num_active, 1), self.gate)
+        ones = torch.ones(1, self.num_active, 1, device=device)
+        deg = ops.gated_spmm(self.readout_graph, ones, self.gate)
         self.register_buffer("deg", deg)
 
     def forward(self, x_active: Tensor) -> Tensor:

@@ -1,9 +1,11 @@
 """Public, shape-checked ops of DESIGN.md section 6.
 
 Every op validates its arguments (clear ``ValueError``/``TypeError``), then runs
-the fastest backend available for the input's device. CPU graph ops
+the fastest backend available for the input's device. The graph ops
 (``induce_subgraph``, ``bipartite``, ``gated_spmm``) run in the C++ extension
-``dynst_fast._C`` (fake and autograd registrations in ``_graph_autograd``).
+``dynst_fast._C`` (fake and autograd registrations in ``_graph_autograd``): its CPU
+kernels for CPU tensors, its CUDA kernels for CUDA tensors when it was built with them
+(else the PyTorch reference, with a warning once).
 ``compact``, ``expand``, ``patchify_compact``, ``select_swap`` and ``prune_lowest``
 are ``torch.library.custom_op`` ops (``_custom_ops``) that run the Triton kernels of
 ``dynst_fast.kernels`` on CUDA, C++ CPU kernels or the PyTorch composition on CPU;
@@ -16,10 +18,12 @@ skipped (they would break the graph), so compiled code must pass checked indices
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
-from .._extension import cpp_ops
+from .._extension import cpp_ops, cuda_kernels_built
 from ..graph import CSRGraph
 from . import _custom_ops, reference
 from ._checks import (
@@ -48,6 +52,15 @@ __all__ = [
 # torch.ops.dynst_fast once the extension and _graph_autograd are loaded (see _cpp_graph_ops).
 _GRAPH_OPS = None
 _GRAPH_OPS_RESOLVED = False
+# Whether that extension has CUDA kernels (resolved with _GRAPH_OPS), and whether the
+# fallback for CUDA tensors without them was reported already.
+_GRAPH_OPS_CUDA = False
+_WARNED_NO_CUDA_KERNELS = False
+# x dtypes the graph kernels take, per device type.
+_KERNEL_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
 
 
 def compact(x: Tensor, theta: Tensor, index: Tensor) -> Tensor:
@@ -163,9 +176,11 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     Returns ``[B, R, F]``. Differentiable in x and gate.
 
     CPU float32/float64 x runs the C++ kernel (gate is cast to x's dtype, the edge
-    weights are used in x's dtype); its backward reads ``graph.transpose()``, which
-    is built on the first differentiable call and cached on the graph. Other dtypes
-    and devices, and graphs whose weights require grad, run the PyTorch reference.
+    weights are used in x's dtype); CUDA float32/float64/float16/bfloat16 x runs the
+    CUDA kernel (float32 accumulation for the 16-bit types) when the extension was
+    built with it. The backward reads ``graph.transpose()``, which is built on the
+    first differentiable call and cached on the graph. Other dtypes and devices, and
+    graphs whose weights require grad, run the PyTorch reference.
     """
     op = "gated_spmm"
     if not isinstance(graph, CSRGraph):
@@ -185,8 +200,8 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     lib = _cpp_graph_ops()
     if (
         lib is not None
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
+        and _has_graph_kernel(x.device, op)
+        and x.dtype in _KERNEL_DTYPES[x.device.type]
         and not graph.weight.requires_grad  # the C++ op has no weight gradient
     ):
         gate = gate.to(x.dtype)
@@ -212,13 +227,40 @@ def _cpp_graph_ops():
 
     Resolved once into a module global (which ``torch.compile`` reads as a constant).
     """
-    global _GRAPH_OPS, _GRAPH_OPS_RESOLVED
+    global _GRAPH_OPS, _GRAPH_OPS_RESOLVED, _GRAPH_OPS_CUDA
     if not _GRAPH_OPS_RESOLVED:
         lib = cpp_ops()
         if lib is not None:
             from . import _graph_autograd  # noqa: F401  (registers fake + autograd kernels)
-        _GRAPH_OPS, _GRAPH_OPS_RESOLVED = lib, True
+        _GRAPH_OPS, _GRAPH_OPS_CUDA = lib, cuda_kernels_built()
+        _GRAPH_OPS_RESOLVED = True
     return _GRAPH_OPS
+
+
+def _has_graph_kernel(device: torch.device, op: str) -> bool:
+    """Whether the extension has a kernel for tensors on ``device``.
+
+    A CUDA tensor with an extension built without CUDA kernels warns once (the op then
+    runs the PyTorch reference, correct but slow) and says how to rebuild.
+    """
+    global _WARNED_NO_CUDA_KERNELS
+    if device.type == "cpu":
+        return True
+    if device.type != "cuda":
+        return False
+    if _GRAPH_OPS_CUDA:
+        return True
+    if not _WARNED_NO_CUDA_KERNELS:
+        _WARNED_NO_CUDA_KERNELS = True
+        warnings.warn(
+            f"{op}: dynst_fast._C was built without CUDA kernels, so the graph ops run "
+            "their PyTorch reference on CUDA tensors. Rebuild against a CUDA torch with "
+            "nvcc on PATH (DYNST_WITH_CUDA=1 pip install --no-build-isolation -e .) to "
+            "use the kernels of csrc/cuda.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return False
 
 
 def _transpose_arrays(lib, graph: CSRGraph) -> tuple[Tensor, Tensor, Tensor]:
@@ -250,8 +292,8 @@ def induce_subgraph(graph: CSRGraph, index: Tensor) -> CSRGraph:
     index = _graph_index(graph, index, op)
     if graph.num_rows != graph.num_cols:
         raise ValueError(f"{op}: the graph must be square, got shape {graph.shape}")
-    lib = cpp_ops()
-    if lib is not None and index.device.type == "cpu":
+    lib = _cpp_graph_ops()
+    if lib is not None and _has_graph_kernel(index.device, op):
         rowptr, col, w = lib.induce_subgraph(graph.rowptr, graph.col, graph.weight, index)
         return CSRGraph(rowptr, col, w, num_cols=index.numel(), validate=False)
     return reference.induce_subgraph(graph, index)
@@ -261,8 +303,8 @@ def bipartite(graph: CSRGraph, index: Tensor) -> CSRGraph:
     """CSR of ``A[:, index]`` with shape ``(num_rows, K)``, columns relabelled, order kept."""
     op = "bipartite"
     index = _graph_index(graph, index, op)
-    lib = cpp_ops()
-    if lib is not None and index.device.type == "cpu":
+    lib = _cpp_graph_ops()
+    if lib is not None and _has_graph_kernel(index.device, op):
         rowptr, col, w = lib.bipartite(graph.rowptr, graph.col, graph.weight, index, graph.num_cols)
         return CSRGraph(rowptr, col, w, num_cols=index.numel(), validate=False)
     return reference.bipartite(graph, index)

@@ -1,9 +1,11 @@
 """Fake (meta) and autograd registrations of the C++ graph ops in ``dynst_fast._C``.
 
 Import only once the extension has loaded (``dynst_fast.ops`` does it): the schemas
-live in ``csrc/ops.cpp``, the CPU kernels in ``csrc/cpu/gated_spmm.cpp``, and this
-module adds what ``torch.library.opcheck`` and ``torch.compile`` need on top of them,
-as ``pytorch/extension-cpp`` does.
+live in ``csrc/ops.cpp``, the CPU kernels in ``csrc/cpu/``, the CUDA ones in
+``csrc/cuda/`` (CUDA builds only), and this module adds what ``torch.library.opcheck``
+and ``torch.compile`` need on top of them, as ``pytorch/extension-cpp`` does.
+``induce_subgraph`` and ``bipartite`` get fake kernels only (their outputs have a
+data-dependent number of edges and no gradient).
 
 Differentiable ops (in ``x`` and ``gate``; the edge weights get no gradient):
 
@@ -30,11 +32,19 @@ _ops = torch.ops.dynst_fast
 
 
 # ------------------------------------------------------------------ fake kernels
+# x dtypes of the kernels per device type (CUDA adds the 16-bit types).
+_X_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
+
+
 def _check_x_gate(op: str, x: Tensor, gate: Tensor) -> None:
     torch._check(x.dim() == 3, lambda: f"{op}: x must have shape [B, S, F] (3-D), got {x.shape}")
+    dtypes = _X_DTYPES.get(x.device.type, _X_DTYPES["cpu"])
     torch._check(
-        x.dtype in (torch.float32, torch.float64),
-        lambda: f"{op}: x must be float32 or float64, got {x.dtype}",
+        x.dtype in dtypes,
+        lambda: f"{op}: x must be one of {dtypes} on {x.device.type}, got {x.dtype}",
     )
     torch._check(
         gate.dtype == x.dtype, lambda: f"{op}: gate must have x's dtype {x.dtype}, got {gate.dtype}"
@@ -107,6 +117,43 @@ def _csr_transpose_fake(rowptr, col, weight, num_cols):
         col.new_empty(col.shape),
         weight.new_empty(weight.shape),
     )
+
+
+def _check_select(op: str, rowptr: Tensor, col: Tensor, weight: Tensor, index: Tensor) -> None:
+    torch._check(
+        rowptr.dtype == torch.int64 and col.dtype == torch.int64 and index.dtype == torch.int64,
+        lambda: f"{op}: rowptr, col and index must be int64",
+    )
+    torch._check(weight.is_floating_point(), lambda: f"{op}: weight must be floating point")
+    torch._check(
+        rowptr.dim() == 1 and col.dim() == 1 and weight.dim() == 1 and index.dim() == 1,
+        lambda: f"{op}: rowptr, col, weight and index must be 1-D",
+    )
+    torch._check(rowptr.shape[0] >= 1, lambda: f"{op}: rowptr must have num_rows + 1 >= 1 entries")
+    torch._check(
+        weight.shape[0] == col.shape[0],
+        lambda: f"{op}: weight has {weight.shape[0]} entries but col has {col.shape[0]}",
+    )
+
+
+def _selected_edges(rowptr: Tensor, col: Tensor, weight: Tensor, rows: int):
+    """Fake (rowptr [rows + 1], col [E'], weight [E']) with a data-dependent E'."""
+    kept = torch.library.get_ctx().new_dynamic_size()
+    return rowptr.new_empty((rows + 1,)), col.new_empty((kept,)), weight.new_empty((kept,))
+
+
+@torch.library.register_fake("dynst_fast::induce_subgraph")
+def _induce_subgraph_fake(rowptr, col, weight, index):
+    _check_select("dynst_fast::induce_subgraph", rowptr, col, weight, index)
+    return _selected_edges(rowptr, col, weight, index.shape[0])
+
+
+@torch.library.register_fake("dynst_fast::bipartite")
+def _bipartite_fake(rowptr, col, weight, index, num_cols):
+    op = "dynst_fast::bipartite"
+    torch._check(num_cols >= 0, lambda: f"{op}: num_cols must be >= 0, got {num_cols}")
+    _check_select(op, rowptr, col, weight, index)
+    return _selected_edges(rowptr, col, weight, rowptr.shape[0] - 1)
 
 
 # ----------------------------------------------------------------------- autograd
