@@ -162,6 +162,8 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     if gate.shape != (graph.num_cols,):
         raise ValueError(f"{op}: gate must have shape [{graph.num_cols}], got {tuple(gate.shape)}")
     check_same_device(op, x=x, gate=gate, graph=graph.col)
+    if torch.compiler.is_exporting():  # exported models hold standard ONNX operators only
+        return reference.gated_spmm_padded(graph, x, gate)
     lib = _cpp_graph_ops()
     if (
         lib is not None
