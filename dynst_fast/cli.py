@@ -47,6 +47,27 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--hidden", type=int, default=32)
     r.add_argument("--lr", type=float, default=2e-3)
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    e = sub.add_parser(
+        "export",
+        help="export a run's compacted model to ONNX, verified against PyTorch",
+        description="Export the compacted model of a run directory (input: the active sensors "
+        "only, original units) to a standard ONNX file, verify it with onnxruntime on real test "
+        "windows, and write the sidecar <out>.json.",
+    )
+    e.add_argument("run_dir", help="a `dynst run` directory")
+    e.add_argument("--out", required=True, help="the .onnx file to write")
+    e.add_argument("--dense", action="store_true", help="export the run's dense model instead")
+    e.add_argument("--data", help="the run's data, if it has moved since the run")
+    pr = sub.add_parser(
+        "predict",
+        help="run an exported model with onnxruntime (no torch needed)",
+        description="Check an input window against the model's sidecar, run onnxruntime, and "
+        "write the whole-field forecast in original units.",
+    )
+    pr.add_argument("model", help="the .onnx file (its sidecar <model>.json beside it)")
+    pr.add_argument("--input", required=True, help=".npy [B, T_in, K, C] or .csv (ids header)")
+    pr.add_argument("--out", required=True, help=".npy [B, T_out, N, C] or .csv")
+    pr.add_argument("--sidecar", help="the sidecar, if not <model>.json")
     return p
 
 
@@ -79,7 +100,40 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(metrics))
         print(f"\nrun directory: {metrics['out']}")
         return 0
+    if args.command == "export":
+        return _export(args)
+    if args.command == "predict":
+        return _predict(args)
     return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_run
+
+    try:
+        meta = export_run(args.run_dir, args.out, dense=args.dense, data=args.data)
+    except (ValueError, FileNotFoundError, ExportError) as exc:
+        print(f"dynst export: error: {exc}", file=sys.stderr)
+        return 2
+    v = meta["verification"]
+    print(
+        f"wrote {args.out} ({len(meta['sensor_ids'])} of {meta['num_sensors']} sensors in, "
+        f"whole field out, opset {meta['opset']}) and {args.out}.json; onnxruntime matches "
+        f"PyTorch on {v['windows']} test windows (max relative error {v['max_rel_error']:.2e})"
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .serve import PredictError, predict
+
+    try:
+        info = predict(args.model, args.input, args.out, sidecar=args.sidecar)
+    except PredictError as exc:
+        print(f"dynst predict: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {info['output_shape']} forecast in {info['units'] or 'data units'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ class CSRGraph:
     ``weight`` is floating point.
     """
 
-    __slots__ = ("rowptr", "col", "weight", "num_rows", "num_cols", "_transpose")
+    __slots__ = ("rowptr", "col", "weight", "num_rows", "num_cols", "_transpose", "_padded")
 
     def __init__(
         self,
@@ -54,6 +54,7 @@ class CSRGraph:
         self.num_rows = int(self.rowptr.numel() - 1)
         self.num_cols = int(self.num_rows if num_cols is None else num_cols)
         self._transpose: CSRGraph | None = None
+        self._padded: tuple[Tensor, Tensor] | None = None
         if validate:
             self.validate()
 
@@ -188,6 +189,26 @@ class CSRGraph:
         return torch.repeat_interleave(
             torch.arange(self.num_rows, device=self.device), counts, output_size=self.num_edges
         )
+
+    def padded_rows(self) -> tuple[Tensor, Tensor]:
+        """The graph as fixed-width rows (ELLPACK), built once and cached.
+
+        Returns ``(nbr, weight)``, both ``[num_rows, D]`` with ``D`` the largest row
+        degree: row ``i`` lists its sources in CSR order, padded with source 0 and weight
+        0. Message passing over it is a gather, a multiply and a sum over ``D``, with no
+        scatter, which is how exported models run it (``dynst_fast.export``). Costs
+        ``num_rows * D`` entries, more than ``E`` when degrees are uneven.
+        """
+        if self._padded is None:
+            counts = self.rowptr[1:] - self.rowptr[:-1]
+            d = int(counts.max()) if self.num_rows else 0
+            slot = torch.arange(d, device=self.device)
+            valid = slot[None, :] < counts[:, None]
+            pos = (self.rowptr[:-1, None] + slot[None, :]).clamp(max=max(self.num_edges - 1, 0))
+            nbr = torch.where(valid, self.col[pos], 0) if self.num_edges else pos * 0
+            w = self.weight[pos] if self.num_edges else pos.to(self.weight.dtype)
+            self._padded = (nbr.contiguous(), torch.where(valid, w, 0).contiguous())
+        return self._padded
 
     def to_dense(self) -> Tensor:
         """Dense ``[num_rows, num_cols]`` matrix (duplicate edges are summed)."""

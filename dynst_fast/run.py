@@ -207,7 +207,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if ds.planted is not None:
         metrics_json["planted_recall"] = m["planted_recall"]
         metrics_json["planted_sensors"] = [ds.sensor_ids[i] for i in ds.planted.tolist()]
-    _write_run_dir(out, cfg, ds, splits, main, metrics_json, model_kwargs(cfg))
+    _write_run_dir(out, cfg, ds, splits, main, metrics_json, model_kwargs(cfg), dense)
     metrics_json["out"] = str(out)
     return metrics_json
 
@@ -218,7 +218,7 @@ def _baselines(splits) -> dict[str, Any]:
     return run_baselines(splits)
 
 
-def _write_run_dir(out: Path, cfg, ds, splits, main, metrics_json, kwargs) -> None:
+def _write_run_dir(out: Path, cfg, ds, splits, main, metrics_json, kwargs, dense) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sp, model = main["sparsifier"], main["model"]
     theta = sp.theta.detach().numpy()
@@ -243,6 +243,7 @@ def _write_run_dir(out: Path, cfg, ds, splits, main, metrics_json, kwargs) -> No
             "model_name": cfg.model,
             "model_kwargs": kwargs,
             "model_state": model.state_dict(),
+            "dense_model_state": dense.state_dict(),
             "sparsifier": sp.state_dict(),
             "optimizer_state": main["fit"].optimizer_state,
             "train_config": asdict(main["fit"].config),

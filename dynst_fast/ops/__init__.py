@@ -80,6 +80,8 @@ def compact(x: Tensor, theta: Tensor, index: Tensor) -> Tensor:
         raise ValueError(f"{op}: theta must have shape [N] = [{n}], got {tuple(theta.shape)}")
     index = check_index(index, n, op)
     check_same_device(op, x=x, theta=theta, index=index)
+    if torch.compiler.is_exporting():  # exported models hold standard operators only
+        return reference.compact(x, theta.to(x.dtype), index)
     return _custom_ops.compact(x, theta.to(x.dtype), index)
 
 
@@ -97,6 +99,8 @@ def expand(y: Tensor, index: Tensor, n: int, fill: float = 0.0) -> Tensor:
     if index.numel() != y.shape[1]:
         raise ValueError(f"{op}: y has {y.shape[1]} sensors but index has {index.numel()} entries")
     check_same_device(op, y=y, index=index)
+    if torch.compiler.is_exporting():
+        return reference.expand(y, index, n, float(fill))
     return _custom_ops.expand(y, index, n, float(fill))
 
 
@@ -124,6 +128,8 @@ def patchify_compact(frames: Tensor, theta: Tensor, index: Tensor, p: int) -> Te
     index = check_index(index, n, op)
     check_same_device(op, frames=frames, theta=theta, index=index)
     check_float("theta", theta, op)
+    if torch.compiler.is_exporting():
+        return reference.patchify_compact(frames, theta.to(frames.dtype), index, p)
     return _custom_ops.patchify_compact(frames, theta.to(frames.dtype), index, p)
 
 
@@ -197,6 +203,8 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     if gate.shape != (graph.num_cols,):
         raise ValueError(f"{op}: gate must have shape [{graph.num_cols}], got {tuple(gate.shape)}")
     check_same_device(op, x=x, gate=gate, graph=graph.col)
+    if torch.compiler.is_exporting():  # exported models hold standard ONNX operators only
+        return reference.gated_spmm_padded(graph, x, gate)
     lib = _cpp_graph_ops()
     if (
         lib is not None

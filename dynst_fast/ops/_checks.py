@@ -42,7 +42,7 @@ def check_index(index: object, n: int, op: str, *, allow_empty: bool = False) ->
         raise ValueError(f"{op}: index is empty (K = 0): at least one sensor must stay active")
     if k > n:
         raise ValueError(f"{op}: index has {k} entries but there are only {n} sensors")
-    if k and not torch.compiler.is_compiling():  # value checks would break a compiled graph
+    if k and not torch.compiler.is_compiling():  # value checks would break a traced graph
         lo, hi = int(index.min()), int(index.max())
         if lo < 0 or hi >= n:
             bad = lo if lo < 0 else hi

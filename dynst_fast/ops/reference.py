@@ -86,6 +86,21 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     return out.index_add(1, rows, msg)
 
 
+def gated_spmm_padded(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
+    """``gated_spmm`` over ``graph.padded_rows()``: gather, multiply, sum; no scatter.
+
+    The form exported to ONNX: Gather/Mul/ReduceSum are deterministic in every runtime,
+    while a scatter-add with repeated targets races in onnxruntime's threaded CPU kernel.
+    """
+    nbr, w = graph.padded_rows()
+    b, r, d, f = x.shape[0], graph.num_rows, nbr.shape[1], x.shape[2]
+    if d == 0:
+        return x.new_zeros(b, r, f)
+    wg = w.to(x.dtype) * gate.to(x.dtype)[nbr]
+    msg = x[:, nbr.reshape(-1)].reshape(b, r, d, f)
+    return (msg * wg[None, :, :, None]).sum(dim=2)
+
+
 def induce_subgraph(graph: CSRGraph, index: Tensor) -> CSRGraph:
     """CSR of ``A[index][:, index]`` relabelled to ``0..K-1``, edge order kept."""
     n = graph.num_cols

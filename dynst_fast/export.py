@@ -1,0 +1,308 @@
+"""``dynst export``: the compacted model of a run as a standard ONNX file, verified.
+
+The exported model takes **only the active sensors' data**, in original units, in the
+order of ``mask.json`` (``[B, T_in, K, C]`` for graphs), and returns the whole-field
+forecast ``[B, T_out, N, C]`` in original units: normalisation and theta are folded in.
+Batch is dynamic. Graph ops are traced through their plain-PyTorch decompositions
+(gather, multiply, scatter-add), so the file holds default-domain ONNX operators only
+and stock onnxruntime runs it.
+
+Export writes to a temporary file, runs onnxruntime and PyTorch on real test windows,
+and only when they agree (max |onnx - torch| / max |torch| <= 1e-4) moves the model and
+its sidecar ``<out>.json`` into place. On any failure nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .artifacts import load_checkpoint, write_json
+from .graph import CSRGraph
+from .serve import sha256_of
+
+OPSET = 18
+TOLERANCE = 1e-4
+SIDECAR_FORMAT = 1
+INPUT_NAME, OUTPUT_NAME = "x", "y"
+
+
+class ExportError(RuntimeError):
+    """Export could not produce a verified model (nothing was written)."""
+
+
+class ServingModel(nn.Module):
+    """Original units in, original units out, around a compacted (or dense) model.
+
+    ``forward(x[B, T_in, K, C]) -> [B, T_out, N, C]``: ``x`` is normalised with the
+    statistics of its K sensors, run through ``model``, and the whole-field forecast
+    de-normalised with those of all N sensors.
+    """
+
+    def __init__(
+        self, model: nn.Module, in_mean: Tensor, in_std: Tensor, mean: Tensor, std: Tensor
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("in_mean", in_mean.to(torch.float32))
+        self.register_buffer("in_std", in_std.to(torch.float32))
+        self.register_buffer("out_mean", mean.to(torch.float32))
+        self.register_buffer("out_std", std.to(torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.model((x - self.in_mean) / self.in_std)
+        return y * self.out_std + self.out_mean
+
+
+@dataclass
+class RunBundle:
+    """What a run directory holds, rebuilt: models, sparsifier state, data windows."""
+
+    checkpoint: dict[str, Any]
+    model: nn.Module  # the sparse run's gated model
+    dense: nn.Module | None  # the run's dense model (None for old checkpoints)
+    active_index: Tensor  # [K] int64, ascending (mask.json order)
+    theta: Tensor  # [N]
+    splits: Any  # WindowSplits of the run's dataset
+    sensor_ids: list[str]
+
+
+def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
+    """Rebuild a ``dynst run`` directory's models and test windows.
+
+    ``data`` overrides the dataset path recorded in the run (for moved data).
+    """
+    from .data import make_windows
+    from .models import build_graph_model
+    from .run import RunConfig, load_dataset
+    from .sparsifier import Sparsifier
+
+    ck = load_checkpoint(run_dir)
+    rc = dict(ck["run_config"])
+    if data is not None:
+        rc["data"] = data
+    try:
+        ds = load_dataset(RunConfig(**rc))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"{exc} (the run's data is needed to verify the export on test windows; "
+            "pass --data to point at it)"
+        ) from exc
+    if ds.num_sensors != len(ck["sensor_ids"]) or list(ds.sensor_ids) != list(ck["sensor_ids"]):
+        raise ValueError(
+            f"the data at {rc['data']!r} has sensors that differ from the run's "
+            f"({ds.num_sensors} vs {len(ck['sensor_ids'])}): is it the same dataset?"
+        )
+    graph = CSRGraph.from_state_dict(ck["graph"])
+
+    def build(state: dict[str, Tensor]) -> nn.Module:
+        m = build_graph_model(
+            ck["model_name"],
+            graph,
+            ck["t_in"],
+            ck["t_out"],
+            ck["num_channels"],
+            **ck["model_kwargs"],
+        )
+        m.load_state_dict(state)
+        return m.eval()
+
+    sp = Sparsifier.from_state_dict(ck["sparsifier"])
+    dense_state = ck.get("dense_model_state")
+    return RunBundle(
+        checkpoint=ck,
+        model=build(ck["model_state"]),
+        dense=build(dense_state) if dense_state is not None else None,
+        active_index=sp.active_index(),
+        theta=sp.theta.detach().clone(),
+        splits=make_windows(ds, ck["t_in"], ck["t_out"]),
+        sensor_ids=list(ds.sensor_ids),
+    )
+
+
+def serving_model(bundle: RunBundle, dense: bool = False) -> tuple[ServingModel, Tensor]:
+    """The module to export and its input index ``[K]`` into the N sensors."""
+    mean = torch.as_tensor(bundle.splits.mean, dtype=torch.float32)
+    std = torch.as_tensor(bundle.splits.std, dtype=torch.float32)
+    if dense:
+        if bundle.dense is None:
+            raise ValueError(
+                "this run's checkpoint has no dense model (written by an older version); "
+                "re-run `dynst run` to export --dense"
+            )
+        index = torch.arange(mean.shape[0])
+        inner: nn.Module = _Ungated(bundle.dense)
+    else:
+        index = bundle.active_index
+        inner = bundle.model.compact(index, bundle.theta).eval()
+    return ServingModel(inner, mean[index], std[index], mean, std).eval(), index
+
+
+class _Ungated(nn.Module):
+    """A gated model called with every sensor on: ``forward(x) = model(x, None)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def verification_inputs(bundle: RunBundle, index: Tensor, max_windows: int = 64) -> Tensor:
+    """Real test windows in original units, the input sensors only, without NaN:
+    ``[W, T_in, K, C]`` float32."""
+    x, _ = bundle.splits.test.tensors()
+    x = bundle.splits.denormalize(x.to(torch.float32))[:, :, index]
+    x = x[torch.isfinite(x).flatten(1).all(dim=1)][:max_windows]
+    if x.shape[0] == 0:
+        raise ExportError("no complete (NaN-free) test window to verify the export on")
+    return x.contiguous()
+
+
+def _prime(module: nn.Module) -> None:
+    """Build the cached padded rows of every graph held by ``module``, so that the trace
+    reads them as constants instead of tracing their data-dependent construction."""
+    for m in module.modules():
+        for v in vars(m).values():
+            if isinstance(v, CSRGraph):
+                v.padded_rows()
+
+
+def to_onnx(module: nn.Module, example: Tensor, path: Path, opset: int = OPSET) -> None:
+    """Trace ``module(example)`` with ``torch.onnx.export`` (dynamo), batch dynamic."""
+    _prime(module)
+    batch = torch.export.Dim("batch", min=2)  # export specialises sizes 0 and 1
+    if example.shape[0] < 2:
+        example = example.expand(2, *example.shape[1:]).contiguous()
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+
+
+def non_default_domains(path: Path) -> list[str]:
+    """``domain::op`` of every node outside the default ONNX domain (empty when clean)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    bad = set()
+    graphs = [model.graph] + [f for f in model.functions]
+    for g in graphs:
+        for node in g.node:
+            if node.domain not in ("", "ai.onnx"):
+                bad.add(f"{node.domain}::{node.op_type}")
+    return sorted(bad)
+
+
+def verify(module: nn.Module, path: Path, inputs: Tensor, batch: int = 16) -> dict[str, float]:
+    """Run PyTorch and onnxruntime on ``inputs`` (in batches); raise ``ExportError`` if
+    ``max |onnx - torch| / max |torch|`` exceeds the tolerance."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    err, scale = 0.0, 0.0
+    for start in range(0, inputs.shape[0], batch):
+        xb = inputs[start : start + batch]
+        with torch.no_grad():
+            want = module(xb).numpy()
+        got = sess.run([OUTPUT_NAME], {INPUT_NAME: xb.numpy()})[0]
+        if got.shape != want.shape:
+            raise ExportError(f"onnxruntime gave shape {got.shape}, PyTorch {want.shape}")
+        if not np.isfinite(got).all():
+            raise ExportError("onnxruntime produced NaN or inf on a test window")
+        err = max(err, float(np.abs(got - want).max()))
+        scale = max(scale, float(np.abs(want).max()))
+    rel = err / max(scale, np.finfo(np.float32).tiny)
+    if not rel <= TOLERANCE:
+        raise ExportError(
+            f"onnxruntime and PyTorch disagree: max relative error {rel:.3g} > {TOLERANCE:g} "
+            f"(max abs error {err:.3g}); nothing was written"
+        )
+    return {"max_rel_error": rel, "max_abs_error": err, "windows": int(inputs.shape[0])}
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    dense: bool = False,
+    data: str | None = None,
+    opset: int = OPSET,
+) -> dict[str, Any]:
+    """Export a run's compacted (or ``dense``) model to ``out`` and write ``out.json``.
+
+    Returns the sidecar dict. Raises ``ExportError`` (nothing written) if the model uses
+    a non-default operator domain or onnxruntime disagrees with PyTorch.
+    """
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ValueError(f"--out must name a .onnx file, got {out}")
+    bundle = load_run(run_dir, data)
+    module, index = serving_model(bundle, dense)
+    inputs = verification_inputs(bundle, index)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
+    os.close(fd)
+    tmp, tmp_json = Path(tmp_name), Path(f"{tmp_name}.json")
+    try:
+        to_onnx(module, inputs[:2], tmp, opset)
+        bad = non_default_domains(tmp)
+        if bad:
+            raise ExportError(f"the exported graph uses non-standard operators: {bad}")
+        check = verify(module, tmp, inputs)
+        sidecar = _sidecar(bundle, index, dense, opset, check, sha256_of(tmp))
+        write_json(tmp_json, sidecar)
+        os.replace(tmp, out)
+        os.replace(tmp_json, f"{out}.json")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
+        raise
+    return sidecar
+
+
+def _sidecar(
+    bundle: RunBundle, index: Tensor, dense: bool, opset: int, check: dict, sha: str
+) -> dict[str, Any]:
+    ck = bundle.checkpoint
+    n, c, k = len(bundle.sensor_ids), int(ck["num_channels"]), int(index.numel())
+    t_in, t_out = int(ck["t_in"]), int(ck["t_out"])
+    return {
+        "format": SIDECAR_FORMAT,
+        "kind": "graph",
+        "model": ck["model_name"],
+        "dense": dense,
+        "dataset": ck.get("dataset"),
+        "sensor_ids": [bundle.sensor_ids[i] for i in index.tolist()],
+        "input_index": index.tolist(),
+        "num_sensors": n,
+        "all_sensor_ids": bundle.sensor_ids,
+        "channels": c,
+        "t_in": t_in,
+        "t_out": t_out,
+        "units": ck.get("units", ""),
+        "opset": opset,
+        "input": {"name": INPUT_NAME, "shape": ["batch", t_in, k, c]},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", t_out, n, c]},
+        "dtype": "float32",
+        "verification": {**check, "tolerance": TOLERANCE, "metric": "max|onnx-torch|/max|torch|"},
+        "sha256": sha,
+        "version": __version__,
+    }

@@ -1,0 +1,204 @@
+"""``dynst predict``: run an exported model with onnxruntime, without importing torch.
+
+Only numpy, json and onnxruntime are used here, so a production host needs neither
+PyTorch nor a compiler. The sidecar ``<model>.onnx.json`` written by ``dynst export``
+says what the model takes; every input is checked against it before running.
+
+Input files:
+- ``.npy``: ``[B, T_in, K, C]``, ``[T_in, K, C]``, or ``[T_in, K]`` when C = 1, the K
+  input sensors in sidecar order (``sensor_ids``), original units.
+- ``.csv``: one window (C = 1): a header row of sensor ids, then ``T_in`` rows, oldest
+  first. Columns are matched by id, so a file with all N sensors works too; a missing
+  input sensor is an error.
+
+Output: ``.npy`` ``[B, T_out, N, C]``, or ``.csv`` (B = 1, C = 1) with a header of all N
+sensor ids and ``T_out`` rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REQUIRED = (
+    "format",
+    "kind",
+    "sensor_ids",
+    "num_sensors",
+    "all_sensor_ids",
+    "channels",
+    "t_in",
+    "t_out",
+    "units",
+    "opset",
+    "input",
+    "output",
+    "sha256",
+)
+
+
+class PredictError(ValueError):
+    """Bad model, sidecar or input for ``dynst predict`` (the message says which)."""
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_sidecar(model: str | os.PathLike, sidecar: str | os.PathLike | None = None) -> dict:
+    """The sidecar of ``model`` (default ``<model>.json``), checked for completeness and
+    against the model file's sha256."""
+    model = Path(model)
+    if not model.is_file():
+        raise PredictError(f"no model file at {model}")
+    side = Path(sidecar) if sidecar is not None else Path(f"{model}.json")
+    if not side.is_file():
+        raise PredictError(f"no sidecar at {side}: export writes it beside the model")
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PredictError(f"sidecar {side} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise PredictError(f"sidecar {side} must hold a JSON object")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise PredictError(f"sidecar {side} lacks {', '.join(missing)}")
+    k, n = len(meta["sensor_ids"]), meta["num_sensors"]
+    shape_in, shape_out = meta["input"].get("shape"), meta["output"].get("shape")
+    if (
+        not isinstance(shape_in, list)
+        or len(shape_in) != 4
+        or shape_in[1:] != [meta["t_in"], k, meta["channels"]]
+        or not isinstance(shape_out, list)
+        or len(shape_out) != 4
+        or shape_out[1:] != [meta["t_out"], n, meta["channels"]]
+        or len(meta["all_sensor_ids"]) != n
+    ):
+        raise PredictError(f"sidecar {side} is inconsistent: its shapes, ids and counts disagree")
+    digest = sha256_of(model)
+    if digest != meta["sha256"]:
+        raise PredictError(
+            f"{model} does not match its sidecar (sha256 {digest[:12]}... vs "
+            f"{str(meta['sha256'])[:12]}...): the model or the sidecar was changed or mixed up"
+        )
+    return meta
+
+
+def read_input(path: str | os.PathLike, meta: dict) -> np.ndarray:
+    """The input file as ``[B, T_in, K, C]`` float32, checked against the sidecar."""
+    path = Path(path)
+    if not path.is_file():
+        raise PredictError(f"no input file at {path}")
+    t_in, k, c = meta["t_in"], len(meta["sensor_ids"]), meta["channels"]
+    if path.suffix == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise PredictError(f"{path} is not a numeric .npy file: {exc}") from exc
+        if x.ndim == 2 and c == 1:
+            x = x[None, :, :, None]
+        elif x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != (t_in, k, c):
+            raise PredictError(
+                f"{path}: input must be [B, {t_in}, {k}, {c}] (T_in, input sensors, channels), "
+                f"got shape {tuple(np.shape(x))}"
+            )
+        if not np.issubdtype(x.dtype, np.number):
+            raise PredictError(f"{path}: input must be numeric, got dtype {x.dtype}")
+    elif path.suffix == ".csv":
+        x = _read_csv(path, meta)
+    else:
+        raise PredictError(f"{path}: input must be .npy or .csv")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        b, t, j, _ = np.argwhere(~np.isfinite(x))[0]
+        raise PredictError(
+            f"{path}: input has NaN or inf (window {b}, step {t}, sensor "
+            f"{meta['sensor_ids'][j]!r}); the model needs every active sensor's data"
+        )
+    return np.ascontiguousarray(x)
+
+
+def _read_csv(path: Path, meta: dict) -> np.ndarray:
+    if meta["channels"] != 1:
+        raise PredictError(
+            f"{path}: CSV input holds one channel; this model takes {meta['channels']}"
+        )
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise PredictError(f"{path} is empty")
+    header = [h.strip() for h in rows[0]]
+    col_of = {h: i for i, h in enumerate(header)}
+    missing = [s for s in meta["sensor_ids"] if str(s) not in col_of]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise PredictError(
+            f"{path}: missing input sensor column(s) {', '.join(map(repr, missing[:3]))}{more}"
+        )
+    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    if len(body) != meta["t_in"]:
+        raise PredictError(f"{path}: expected {meta['t_in']} rows (T_in steps), got {len(body)}")
+    cols = [col_of[str(s)] for s in meta["sensor_ids"]]
+    try:
+        x = np.array([[float(r[j]) if r[j].strip() else np.nan for j in cols] for r in body])
+    except (ValueError, IndexError) as exc:
+        raise PredictError(f"{path}: a cell is not a number or a row is short ({exc})") from exc
+    return x[None, :, :, None]
+
+
+def run_model(model: str | os.PathLike, x: np.ndarray, meta: dict) -> np.ndarray:
+    """onnxruntime on ``x[B, T_in, K, C]`` -> ``[B, T_out, N, C]``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return sess.run([meta["output"]["name"]], {meta["input"]["name"]: x})[0]
+
+
+def write_output(path: str | os.PathLike, y: np.ndarray, meta: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".npy":
+        with open(tmp, "wb") as f:
+            np.save(f, y)
+    elif path.suffix == ".csv":
+        if y.shape[0] != 1 or y.shape[3] != 1:
+            raise PredictError(
+                f"CSV output holds one window of one channel; got {y.shape[0]} windows of "
+                f"{y.shape[3]} channels: write .npy instead"
+            )
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(meta["all_sensor_ids"])
+            w.writerows([[f"{v:.6g}" for v in row] for row in y[0, :, :, 0]])
+    else:
+        raise PredictError(f"{path}: output must be .npy or .csv")
+    os.replace(tmp, path)
+
+
+def predict(
+    model: str | os.PathLike,
+    input: str | os.PathLike,
+    out: str | os.PathLike,
+    sidecar: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Check, run and write; returns a short summary."""
+    if Path(out).suffix not in (".npy", ".csv"):
+        raise PredictError(f"{out}: output must be .npy or .csv")
+    meta = load_sidecar(model, sidecar)
+    x = read_input(input, meta)
+    y = run_model(model, x, meta)
+    write_output(out, y, meta)
+    return {"windows": int(x.shape[0]), "output_shape": list(y.shape), "units": meta["units"]}

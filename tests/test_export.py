@@ -1,0 +1,281 @@
+"""ONNX export of compacted models, its verification, and `dynst predict` (issue 6)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from dynst_fast import export as ex
+from dynst_fast.cli import main
+from dynst_fast.run import RunConfig, run
+from dynst_fast.serve import PredictError, load_sidecar, read_input
+
+GRAPH_MODELS = ("stgcn", "masked-stgcn")
+SPARSITIES = (0.0, 0.3, 0.7)
+
+
+def _tiny_run(root: Path, model: str, sparsity: float) -> Path:
+    out = root / f"{model}_{sparsity:g}"
+    cfg = RunConfig(
+        model=model,
+        sparsity=sparsity,
+        epochs=1,
+        horizon=3,
+        batch_size=64,
+        hidden=8,
+        time_batch=4,
+        quiet=True,
+        out=str(out),
+    )
+    run(cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, float], Path]:
+    root = tmp_path_factory.mktemp("runs")
+    return {(m, s): _tiny_run(root, m, s) for m in GRAPH_MODELS for s in SPARSITIES}
+
+
+@pytest.fixture(scope="module")
+def exported(runs, tmp_path_factory) -> dict[tuple[str, float], Path]:
+    root = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for key, run_dir in runs.items():
+        path = root / f"{key[0]}_{key[1]:g}.onnx"
+        ex.export_run(run_dir, path)
+        out[key] = path
+    return out
+
+
+def _dims(value_info) -> list:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("model", GRAPH_MODELS)
+@pytest.mark.parametrize("sparsity", SPARSITIES)
+def test_export_matches_the_pytorch_compacted_model(runs, exported, model, sparsity) -> None:
+    path = exported[(model, sparsity)]
+    meta = json.loads(Path(f"{path}.json").read_text())
+    bundle = ex.load_run(runs[(model, sparsity)])
+    k, n = int(bundle.active_index.numel()), bundle.theta.numel()
+    assert k == n - round(sparsity * n)
+    assert meta["sensor_ids"] == [bundle.sensor_ids[i] for i in bundle.active_index.tolist()]
+    mask = json.loads((runs[(model, sparsity)] / "mask.json").read_text())
+    assert meta["sensor_ids"] == [
+        i for i, a in zip(mask["sensor_ids"], mask["active"], strict=True) if a
+    ]
+    assert meta["num_sensors"] == n and meta["t_in"] == 12 and meta["t_out"] == 3
+    assert meta["sha256"] == ex.sha256_of(path)
+    assert meta["input"]["shape"] == ["batch", 12, k, 1]
+    assert meta["output"]["shape"] == ["batch", 3, n, 1]
+
+    graph = onnx.load(str(path)).graph
+    assert _dims(graph.input[0]) == ["batch", 12, k, 1]
+    assert _dims(graph.output[0])[1:] == [3, n, 1]
+    assert ex.non_default_domains(path) == []
+
+    compact = bundle.model.compact(bundle.active_index, bundle.theta).eval()
+    mean = torch.as_tensor(bundle.splits.mean)
+    std = torch.as_tensor(bundle.splits.std)
+    idx = bundle.active_index
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x_all, _ = bundle.splits.test.tensors()
+    for batch in (1, 5):
+        x = bundle.splits.denormalize(x_all[:batch])[:, :, idx].to(torch.float32)
+        with torch.no_grad():
+            want = compact((x - mean[idx]) / std[idx]) * std + mean
+        got = sess.run(None, {"x": x.numpy()})[0]
+        assert got.shape == (batch, 3, n, 1)
+        err = np.abs(got - want.numpy()).max() / np.abs(want.numpy()).max()
+        assert err <= 1e-4
+
+
+def test_dense_export_takes_every_sensor(runs, tmp_path) -> None:
+    path = tmp_path / "dense.onnx"
+    meta = ex.export_run(runs[("stgcn", 0.3)], path, dense=True)
+    assert meta["dense"] and len(meta["sensor_ids"]) == meta["num_sensors"] == 80
+    assert _dims(onnx.load(str(path)).graph.input[0]) == ["batch", 12, 80, 1]
+
+
+def test_export_fails_loudly_and_leaves_nothing(runs, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ex, "TOLERANCE", -1.0)  # no model can agree this well
+    path = tmp_path / "out" / "m.onnx"
+    with pytest.raises(ex.ExportError, match="disagree"):
+        ex.export_run(runs[("stgcn", 0.3)], path)
+    assert list(path.parent.iterdir()) == []
+
+
+def test_custom_domains_are_detected(tmp_path) -> None:
+    node = onnx.helper.make_node("Spmm", ["x"], ["y"], domain="dynst")
+    g = onnx.helper.make_graph(
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "custom.onnx"
+    onnx.save(onnx.helper.make_model(g), str(path))
+    assert ex.non_default_domains(path) == ["dynst::Spmm"]
+
+
+def test_export_cli_errors(runs, tmp_path, capsys) -> None:
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["export", str(runs[("stgcn", 0.3)]), "--out", str(tmp_path / "m.txt")]) == 2
+    assert ".onnx" in capsys.readouterr().err
+
+
+def _window(meta: dict, batch: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = (batch, meta["t_in"], len(meta["sensor_ids"]), meta["channels"])
+    return (40 + 20 * rng.random(shape)).astype(np.float32)
+
+
+def test_predict_matches_pytorch_without_importing_torch(runs, exported, tmp_path) -> None:
+    path = exported[("stgcn", 0.3)]
+    meta = json.loads(Path(f"{path}.json").read_text())
+    x = _window(meta, 5)
+    np.save(tmp_path / "in.npy", x)
+    code = (
+        "import sys\n"
+        "from dynst_fast.cli import main\n"
+        f"rc = main(['predict', {str(path)!r}, '--input', {str(tmp_path / 'in.npy')!r},"
+        f" '--out', {str(tmp_path / 'out.npy')!r}])\n"
+        "assert 'torch' not in sys.modules, 'predict imported torch'\n"
+        "sys.exit(rc)\n"
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(tmp_path / "out.npy")
+
+    bundle = ex.load_run(runs[("stgcn", 0.3)])
+    module, _ = ex.serving_model(bundle)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    assert got.shape == (5, 3, 80, 1)
+    assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4
+
+
+def test_predict_csv_picks_columns_by_sensor_id(exported, tmp_path) -> None:
+    path = exported[("masked-stgcn", 0.7)]
+    meta = json.loads(Path(f"{path}.json").read_text())
+    x = _window(meta, 1)[0, :, :, 0]  # [T_in, K]
+    ids = meta["sensor_ids"]
+    order = list(reversed(range(len(ids))))
+    with open(tmp_path / "in.csv", "w", newline="") as f:  # reversed columns, one extra
+        w = csv.writer(f)
+        w.writerow([ids[j] for j in order] + ["not_a_sensor"])
+        w.writerows([[f"{row[j]:.9g}" for j in order] + ["1.0"] for row in x])
+    np.save(tmp_path / "in.npy", x)
+    assert main(["predict", str(path), "--input", str(tmp_path / "in.csv"), "--out",
+                 str(tmp_path / "a.csv")]) == 0  # fmt: skip
+    assert main(["predict", str(path), "--input", str(tmp_path / "in.npy"), "--out",
+                 str(tmp_path / "b.npy")]) == 0  # fmt: skip
+    with open(tmp_path / "a.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == meta["all_sensor_ids"]
+    a = np.array(rows[1:], dtype=np.float32)
+    np.testing.assert_allclose(a, np.load(tmp_path / "b.npy")[0, :, :, 0], rtol=1e-5)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def test_predict_refuses_bad_inputs(exported, tmp_path) -> None:
+    path = exported[("stgcn", 0.3)]
+    meta = load_sidecar(path)
+    ids, t_in = meta["sensor_ids"], meta["t_in"]
+    good = [["50"] * len(ids) for _ in range(t_in)]
+    cases = {
+        "count.npy": (np.zeros((t_in, len(ids) + 1), np.float32), r"must be \[B, 12, 56, 1\]"),
+        "len.npy": (np.zeros((1, t_in - 1, len(ids), 1), np.float32), "got shape"),
+        "rank.npy": (np.zeros((2, 2, 2, 2, 2), np.float32), "got shape"),
+    }
+    nan = np.full((t_in, len(ids)), 50, np.float32)
+    nan[3, 7] = np.nan
+    cases["nan.npy"] = (nan, f"NaN or inf .*step 3, sensor '{ids[7]}'")
+    for name, (arr, msg) in cases.items():
+        np.save(tmp_path / name, arr)
+        with pytest.raises(PredictError, match=msg):
+            read_input(tmp_path / name, meta)
+    _write_csv(tmp_path / "missing.csv", ids[1:], [r[1:] for r in good])
+    with pytest.raises(PredictError, match=f"missing input sensor column.*'{ids[0]}'"):
+        read_input(tmp_path / "missing.csv", meta)
+    _write_csv(tmp_path / "rows.csv", ids, good[:-1])
+    with pytest.raises(PredictError, match="expected 12 rows"):
+        read_input(tmp_path / "rows.csv", meta)
+    _write_csv(tmp_path / "blank.csv", ids, [["" if j == 2 else v for j, v in enumerate(r)]
+                                               for r in good])  # fmt: skip
+    with pytest.raises(PredictError, match="NaN"):
+        read_input(tmp_path / "blank.csv", meta)
+    _write_csv(tmp_path / "text.csv", ids, [["fast"] * len(ids)] * t_in)
+    with pytest.raises(PredictError, match="not a number"):
+        read_input(tmp_path / "text.csv", meta)
+    (tmp_path / "x.txt").write_text("1,2")
+    with pytest.raises(PredictError, match=".npy or .csv"):
+        read_input(tmp_path / "x.txt", meta)
+
+
+def test_predict_refuses_corrupted_or_mismatched_sidecars(exported, tmp_path, capsys) -> None:
+    src = exported[("stgcn", 0.3)]
+    model = tmp_path / "m.onnx"
+    model.write_bytes(src.read_bytes())
+    meta = json.loads(Path(f"{src}.json").read_text())
+    np.save(tmp_path / "in.npy", _window(meta, 1))
+    argv = ["predict", str(model), "--input", str(tmp_path / "in.npy"), "--out",
+            str(tmp_path / "o.npy")]  # fmt: skip
+
+    def fails(message: str) -> None:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "o.npy").exists()
+
+    fails("no sidecar")
+    side = Path(f"{model}.json")
+    side.write_text("{not json")
+    fails("not valid JSON")
+    side.write_text(json.dumps({k: v for k, v in meta.items() if k != "t_in"}))
+    fails("lacks t_in")
+    side.write_text(json.dumps({**meta, "sensor_ids": meta["sensor_ids"][:-1]}))
+    fails("inconsistent")
+    other = json.loads(Path(f"{exported[('stgcn', 0.7)]}.json").read_text())
+    side.write_text(json.dumps(other))  # another model's sidecar
+    fails("does not match its sidecar")
+    side.write_text(json.dumps(meta))
+    model.write_bytes(src.read_bytes()[:-10] + b"0123456789")  # corrupted model
+    fails("does not match its sidecar")
+    model.write_bytes(src.read_bytes())
+    assert main(argv) == 0
+
+
+def test_readme_onnxruntime_snippet_runs(exported, monkeypatch, tmp_path) -> None:
+    import re
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    section = text[text.index("## Export and serve") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    path = exported[("stgcn", 0.3)]
+    for suffix in ("", ".json"):
+        (tmp_path / f"model.onnx{suffix}").write_bytes(Path(f"{path}{suffix}").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, str(readme), "exec"), scope)
+    assert scope["y"].shape == (1, 3, 80, 1)
+    assert len(scope["forecast"]) == 80
