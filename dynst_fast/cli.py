@@ -19,9 +19,23 @@ def _parser() -> argparse.ArgumentParser:
         "metrics.json, mask.json, checkpoint.pt, sensors.png and report.md.",
     )
     r.add_argument(
-        "--data", help="data directory or file (default: the synthetic planted sensor network)"
+        "--data",
+        help="graph data directory or values file, or grid data (.npy [T, H, W] or "
+        "[T, C, H, W], or a directory holding one) (default: the synthetic planted sensor "
+        "network, or the synthetic planted grid for image models)",
     )
-    r.add_argument("--model", default="stgcn", help="backbone: stgcn | masked-stgcn")
+    r.add_argument(
+        "--model",
+        help="backbone: stgcn | masked-stgcn (graphs), vit | simvp (grids; simvp is gated "
+        "through InputMasked: accuracy only, no speedup) (default: stgcn for graph data, "
+        "vit for grid data)",
+    )
+    r.add_argument(
+        "--patch",
+        type=int,
+        default=4,
+        help="image models: patch size p, one sensor per p x p patch (H, W padded up)",
+    )
     r.add_argument(
         "--sparsity",
         type=float,
@@ -44,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--t-in", type=int, default=12, help="input window length in steps")
     r.add_argument("--horizon", type=int, default=12, help="output window length in steps")
     r.add_argument("--batch-size", type=int, default=32)
-    r.add_argument("--hidden", type=int, default=32)
+    r.add_argument(
+        "--hidden",
+        type=int,
+        help="model width (stgcn hidden 32, vit dim 64, simvp hidden 16 by default)",
+    )
     r.add_argument("--lr", type=float, default=2e-3)
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     e = sub.add_parser(
@@ -79,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RunConfig(
             data=args.data,
             model=args.model,
+            patch=args.patch,
             sparsity=args.sparsity,
             scheme=args.scheme,
             also=list(args.also),

@@ -4,6 +4,13 @@ Every metric excludes the entries where ``target`` is NaN (missing data), and th
 an optional boolean ``mask`` (broadcastable to ``target``) is False. If nothing is left, it
 raises ``ValueError``. Scalar metrics return a 0-dim tensor (differentiable, so usable as a
 loss); `per_horizon` and `evaluate` return Python floats. Units are those of the inputs.
+
+Image metrics (`ssim`, `psnr`, `image_metrics`) work on frames ``[..., H, W]``: SSIM is
+scikit-image's ``structural_similarity`` (7 x 7 uniform window, K1 = 0.01, K2 = 0.03,
+sample covariance, mean over the cells at least 3 from the border) averaged over frames and
+channels; PSNR is ``10 log10(R^2 / MSE)`` with the MSE pooled over every cell. Both need a
+``data_range`` R: `image_metrics` uses the range (max - min) of the target, so that every
+model scored on the same split is scored with the same R.
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 ArrayLike = Tensor | np.ndarray
 
 __all__ = ["mae", "rmse", "mse", "masked_mae", "masked_rmse", "per_horizon", "evaluate"]
+__all__ += ["ssim", "psnr", "image_metrics"]
 
 
 def _as_tensor(a: Any, name: str) -> Tensor:
@@ -149,3 +158,81 @@ def evaluate(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) 
         out["rmse_per_horizon"] = per_horizon(rmse, p, t, mask)
     out["count"] = int(valid.sum())
     return out
+
+
+def _data_range(data_range: float) -> float:
+    r = float(data_range)
+    if not np.isfinite(r) or r <= 0:
+        raise ValueError(f"data_range must be a positive number, got {data_range!r}")
+    return r
+
+
+def ssim(
+    pred: ArrayLike,
+    target: ArrayLike,
+    data_range: float,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> Tensor:
+    """Mean structural similarity of frames ``[..., H, W]`` (float64, 0-dim).
+
+    Equals scikit-image's ``structural_similarity(target, pred, data_range=R)`` averaged
+    over the leading axes (defaults: uniform window, sample covariance). NaN is refused.
+    """
+    p = _as_tensor(pred, "pred").detach().to(torch.float64)
+    t = _as_tensor(target, "target").detach().to(device=p.device, dtype=torch.float64)
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}")
+    if t.dim() < 2 or min(t.shape[-2:]) < win_size:
+        raise ValueError(
+            f"ssim needs frames of at least {win_size}x{win_size}, got {tuple(t.shape)}"
+        )
+    if win_size < 3 or win_size % 2 == 0:
+        raise ValueError(f"win_size must be odd and >= 3, got {win_size}")
+    if torch.isnan(t).any() or torch.isnan(p).any():
+        raise ValueError("ssim: frames contain NaN (SSIM is undefined over missing cells)")
+    r = _data_range(data_range)
+    h, w = t.shape[-2:]
+    p, t = p.reshape(-1, 1, h, w), t.reshape(-1, 1, h, w)
+
+    def local_mean(a: Tensor) -> Tensor:
+        return F.avg_pool2d(a, win_size, stride=1)
+
+    ux, uy = local_mean(p), local_mean(t)
+    cov_norm = win_size**2 / (win_size**2 - 1)
+    vx = cov_norm * (local_mean(p * p) - ux * ux)
+    vy = cov_norm * (local_mean(t * t) - uy * uy)
+    vxy = cov_norm * (local_mean(p * t) - ux * uy)
+    c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean()
+
+
+def psnr(
+    pred: ArrayLike, target: ArrayLike, data_range: float, mask: ArrayLike | None = None
+) -> Tensor:
+    """Peak signal-to-noise ratio in dB, ``10 log10(R^2 / MSE)``, MSE pooled over the
+    valid entries (as scikit-image's ``peak_signal_noise_ratio`` on the whole array)."""
+    r = _data_range(data_range)
+    err = mse(pred, target, mask).to(torch.float64)
+    return 10 * torch.log10(r**2 / err)
+
+
+@torch.no_grad()
+def image_metrics(
+    pred: ArrayLike, target: ArrayLike, data_range: float | None = None
+) -> dict[str, float]:
+    """SSIM and PSNR of ``[B, T, C, H, W]`` forecasts; ``data_range`` defaults to the
+    target's max - min. Returns ``{"ssim", "psnr", "data_range"}``."""
+    t = _as_tensor(target, "target")
+    if data_range is None:
+        finite = t[~torch.isnan(t)]
+        if finite.numel() == 0:
+            raise ValueError("no valid entries: every target is NaN")
+        data_range = float(finite.max() - finite.min())
+    return {
+        "ssim": float(ssim(pred, target, data_range)),
+        "psnr": float(psnr(pred, target, data_range)),
+        "data_range": float(data_range),
+    }

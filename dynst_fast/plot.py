@@ -1,4 +1,5 @@
-"""``sensors.png``: the map of kept and dropped sensors (the paper's Fig. 4)."""
+"""``sensors.png``: the map of kept and dropped sensors (the paper's Fig. 4): graph
+sensors as dots, image patches as squares over a frame of the field."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import numpy as np
 
 from .graph import CSRGraph
+from .morph import PatchGrid
 
 
 def layout(
@@ -108,6 +110,110 @@ def draw_sensors(
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
     ax.autoscale()
+    fig.tight_layout()
+    tmp = f"{os.fspath(path)}.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def draw_patches(
+    path: str | os.PathLike,
+    frame: np.ndarray,
+    grid: PatchGrid,
+    active: np.ndarray,
+    planted: np.ndarray | None = None,
+    theta: np.ndarray | None = None,
+    latitude: np.ndarray | None = None,
+    longitude: np.ndarray | None = None,
+    units: str = "",
+    title: str = "",
+) -> None:
+    """Write a PNG: the field ``frame [H, W]`` with the patch grid over it; dropped
+    patches greyed out and hatched, kept ones outlined (line width grows with |theta|),
+    planted patches (if known) outlined in red. Axes are cell indices, labelled with
+    latitude/longitude when given; padding cells (bottom/right) are drawn blank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    frame = np.asarray(frame, dtype=np.float64)
+    if frame.shape != (grid.height, grid.width):
+        raise ValueError(f"frame must be [{grid.height}, {grid.width}], got {frame.shape}")
+    active = np.asarray(active, dtype=bool)
+    p = grid.patch
+    fig, ax = plt.subplots(figsize=(8, 6.5 * grid.rows / max(grid.cols, 1) + 1.2), dpi=120)
+    im = ax.imshow(frame, cmap="coolwarm", origin="upper", interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=units or "value")
+    mag = np.abs(theta) if theta is not None else np.ones(grid.num_patches)
+    top = float(mag[active].max()) if active.any() else 1.0
+    for j in range(grid.num_patches):
+        r, c = divmod(j, grid.cols)
+        xy = (c * p - 0.5, r * p - 0.5)
+        if active[j]:
+            lw = 0.8 + 1.6 * float(mag[j]) / max(top, 1e-12)
+            ax.add_patch(Rectangle(xy, p, p, fill=False, edgecolor="black", linewidth=lw))
+        else:
+            ax.add_patch(
+                Rectangle(
+                    xy, p, p, facecolor="#bbbbbb", alpha=0.75, hatch="//", edgecolor="#777777"
+                )
+            )
+    if planted is not None:
+        for j in np.asarray(planted):
+            r, c = divmod(int(j), grid.cols)
+            ax.add_patch(
+                Rectangle(
+                    (c * p - 0.2, r * p - 0.2),
+                    p - 0.6,
+                    p - 0.6,
+                    fill=False,
+                    edgecolor="#d62728",
+                    linewidth=1.6,
+                    linestyle="--",
+                )
+            )
+    ax.set_xlim(-0.5, grid.cols * p - 0.5)
+    ax.set_ylim(grid.rows * p - 0.5, -0.5)
+    if latitude is not None and longitude is not None:
+        xt = np.arange(0, grid.width, max(1, grid.width // 6))
+        yt = np.arange(0, grid.height, max(1, grid.height // 6))
+        ax.set_xticks(xt, [f"{longitude[i]:g}" for i in xt])
+        ax.set_yticks(yt, [f"{latitude[i]:g}" for i in yt])
+        ax.set_xlabel("longitude")
+        ax.set_ylabel("latitude")
+    else:
+        ax.set_xlabel("column")
+        ax.set_ylabel("row")
+    n_kept = int(active.sum())
+    handles = [
+        Rectangle((0, 0), 1, 1, fill=False, edgecolor="black", label=f"kept ({n_kept})"),
+        Rectangle(
+            (0, 0),
+            1,
+            1,
+            facecolor="#bbbbbb",
+            hatch="//",
+            edgecolor="#777777",
+            label=f"dropped ({grid.num_patches - n_kept})",
+        ),
+    ]
+    if planted is not None:
+        handles.append(
+            Rectangle(
+                (0, 0),
+                1,
+                1,
+                fill=False,
+                edgecolor="#d62728",
+                linestyle="--",
+                label=f"planted ({len(planted)})",
+            )
+        )
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8)
+    ax.set_title(f"{title}\npatch {p}x{p}, padding {grid.pad_h} bottom / {grid.pad_w} right")
     fig.tight_layout()
     tmp = f"{os.fspath(path)}.tmp.png"
     fig.savefig(tmp)

@@ -7,14 +7,22 @@ from typing import Any
 
 def _rows(m: dict[str, Any]) -> list[list[str]]:
     units = f" ({m['units']})" if m.get("units") else ""
+    image = "ssim" in m["dense"]
     rows = [["model", f"MAE{units}", f"RMSE{units}", "active", "sparsity", "infer ms", "speedup"]]
+    if image:
+        rows[0][3:3] = ["SSIM", "PSNR dB"]
     n = m["num_sensors"]
     d = m["dense"]
+
+    def image_cols(r: dict[str, Any]) -> list[str]:
+        return [f"{r['ssim']:.4f}", f"{r['psnr']:.2f}"] if image else []
+
     rows.append(
         [
             "dense",
             f"{d['mae']:.4f}",
             f"{d['rmse']:.4f}",
+            *image_cols(d),
             f"{n}/{n}",
             "0.00",
             f"{d['infer_ms']:.2f}",
@@ -29,6 +37,7 @@ def _rows(m: dict[str, Any]) -> list[list[str]]:
                 name,
                 f"{s['mae']:.4f}",
                 f"{s['rmse']:.4f}",
+                *image_cols(s),
                 f"{s['num_active']}/{n}",
                 f"{1 - s['num_active'] / n:.2f}",
                 f"{s['infer_ms']:.2f}",
@@ -36,7 +45,18 @@ def _rows(m: dict[str, Any]) -> list[list[str]]:
             ]
         )
     for name, b in m.get("baselines", {}).items():
-        rows.append([name, f"{b['mae']:.4f}", f"{b['rmse']:.4f}", f"{n}/{n}", "0.00", "", ""])
+        rows.append(
+            [
+                name,
+                f"{b['mae']:.4f}",
+                f"{b['rmse']:.4f}",
+                *image_cols(b),
+                f"{n}/{n}",
+                "0.00",
+                "",
+                "",
+            ]
+        )
     return rows
 
 
@@ -80,10 +100,23 @@ def render_report(m: dict[str, Any], history: list[dict[str, Any]]) -> str:
     ]
     if "planted_recall" in m:
         lines += [f"Planted informative sensors kept: **{m['planted_recall']:.0%}**.", ""]
+    if "grid" in m:
+        g = m["grid"]
+        lines += [
+            f"Sensors are the {g['rows']} x {g['cols']} patches of {g['patch']} x {g['patch']} "
+            f"cells of the {g['height']} x {g['width']} field (padded with {g['pad_bottom']} "
+            f"row(s) at the bottom and {g['pad_right']} column(s) at the right; padding never "
+            "counts in a metric). SSIM and PSNR use the data range of the test targets "
+            f"({m['dense'].get('data_range', float('nan')):.3f}).",
+            "",
+        ]
     if not m["dynst"].get("gives_speedup", True):
+        ratio = m["dynst"].get("measured_ratio")
+        measured = f" (measured time ratio {ratio:.2f})" if ratio is not None else ""
         lines += [
             "This model is gated through `InputMasked`: it runs the full network on a "
-            "zero-filled input, so compaction gives **no speedup** by construction.",
+            "zero-filled input, so compaction gives **no speedup** by construction"
+            f"{measured}; `metrics.json` reports `speedup: null`.",
             "",
         ]
     t = m.get("timing", {})
@@ -105,10 +138,12 @@ def render_report(m: dict[str, Any], history: list[dict[str, Any]]) -> str:
         )
     args = []
     for k, v in cfg.items():
-        if k in ("quiet", "time_batch") or v in (None, [], False):
+        if k in ("quiet", "time_batch", "model_options") or v in (None, [], False):
             continue
         value = " ".join(map(str, v)) if isinstance(v, list) else v
         args.append(f"--{k.replace('_', '-')} {value}")
     args = " ".join(args)
     lines += ["", "## Reproduce", "", f"    dynst run {args}", ""]
+    if cfg.get("model_options"):
+        lines += [f"with backbone options {cfg['model_options']} (set through the Python API).", ""]
     return "\n".join(lines)

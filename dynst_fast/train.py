@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .data import WindowSplits
 from .metrics import evaluate as evaluate_metrics
+from .metrics import image_metrics
 from .morph import select_sensors
 from .schedule import Schedule
 from .sparsifier import Sparsifier
@@ -80,7 +81,8 @@ def make_schedule(cfg: TrainConfig, num_sensors: int, steps_per_epoch: int) -> S
 
 
 def masked_weighted_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
-    """Mean of ``|pred - target| * weight[n]`` over non-NaN targets; ``[B, T, N, C]``."""
+    """Mean of ``|pred - target| * weight`` over non-NaN targets; ``[B, T, N, C]`` with
+    weight ``[1, 1, N, C]``, or ``[B, T, C, H, W]`` with weight ``[1, 1, C, H, W]``."""
     ok = ~torch.isnan(target)
     diff = (pred - torch.nan_to_num(target)).abs() * weight
     return diff[ok].mean()
@@ -106,19 +108,31 @@ def predict(
     return torch.cat(outs)
 
 
+def gather_active(compact: nn.Module, x: Tensor, active_index: Tensor) -> Tensor:
+    """What a compacted model reads from the full input ``x``: its ``gather_input(x)``
+    (e.g. the active image patches), or the graph sensors ``x[:, :, active_index]``."""
+    gather = getattr(compact, "gather_input", None)
+    return gather(x) if gather is not None else select_sensors(x, active_index)
+
+
 def evaluate(
     model: nn.Module,
     splits: WindowSplits,
     split: str = "test",
     active_index: Tensor | None = None,
 ) -> dict[str, Any]:
-    """Whole-field metrics in original units. ``model`` is a compacted model if
-    ``active_index`` is given (it then receives only those sensors), else dense."""
+    """Whole-field metrics in original units (plus SSIM and PSNR on grids). ``model`` is
+    a compacted model if ``active_index`` is given (it then receives only those sensors'
+    data, see `gather_active`), else dense."""
     x, y = getattr(splits, split).tensors()
     if active_index is not None:
-        x = select_sensors(x, active_index)
+        x = gather_active(model, x, active_index)
     pred = splits.denormalize(predict(model, x))
-    return evaluate_metrics(pred, splits.denormalize(y))
+    target = splits.denormalize(y)
+    out = evaluate_metrics(pred, target)
+    if splits.is_grid:
+        out.update(image_metrics(pred, target))
+    return out
 
 
 def fit(
@@ -134,7 +148,7 @@ def fit(
     gen = torch.Generator().manual_seed(cfg.seed)
     x_tr, y_tr = splits.train.tensors()
     x_va, y_va = splits.val.tensors()
-    n = x_tr.shape[2]
+    n = getattr(model, "num_sensors", x_tr.shape[2])
     steps_per_epoch = math.ceil(x_tr.shape[0] / cfg.batch_size)
     sched = make_schedule(cfg, n, steps_per_epoch)
     sp = Sparsifier(sched, theta_lr=cfg.theta_lr, l1=cfg.l1, seed=cfg.seed)
@@ -158,7 +172,7 @@ def fit(
                 key = tuple(sp.active_index().tolist())
                 if compact_for != key:
                     compact, compact_for = model.compact(sp.active_index(), sp.theta.detach()), key
-                pred = compact(select_sensors(xb, sp.active_index()))
+                pred = compact(gather_active(compact, xb, sp.active_index()))
             else:
                 pred = model(xb, sp.gate())
             loss = masked_weighted_l1(pred, yb, weight)

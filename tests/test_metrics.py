@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from dynst_fast.metrics import evaluate, mae, masked_mae, masked_rmse, mse, per_horizon, rmse
+from dynst_fast.metrics import (
+    evaluate,
+    image_metrics,
+    mae,
+    masked_mae,
+    masked_rmse,
+    mse,
+    per_horizon,
+    psnr,
+    rmse,
+    ssim,
+)
 
 
 def test_hand_computed():
@@ -86,3 +97,39 @@ def test_differentiable_and_errors():
         mae(torch.zeros(2, 3), torch.ones(2, 3), torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="B, T"):
         per_horizon(mae, torch.zeros(3), torch.zeros(3))
+
+
+# --------------------------------------------------------------------------- images
+@pytest.mark.parametrize("shape", [(33, 49), (7, 7), (2, 3, 1, 12, 9)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ssim_and_psnr_match_scikit_image(shape, seed):
+    skm = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(seed)
+    target = rng.random(shape) * 20 + 270
+    pred = target + rng.standard_normal(shape) * (0.5 + seed)
+    r = float(target.max() - target.min())
+    frames = target.reshape(-1, *shape[-2:])
+    preds = pred.reshape(-1, *shape[-2:])
+    want = np.mean(
+        [skm.structural_similarity(t, p, data_range=r) for t, p in zip(frames, preds, strict=True)]
+    )
+    assert float(ssim(torch.tensor(pred), torch.tensor(target), r)) == pytest.approx(want, rel=1e-9)
+    want_psnr = skm.peak_signal_noise_ratio(target, pred, data_range=r)
+    got = float(psnr(torch.tensor(pred), torch.tensor(target), r))
+    assert got == pytest.approx(want_psnr, rel=1e-9)
+
+
+def test_image_metrics_defaults_and_errors():
+    t = torch.rand(2, 3, 1, 9, 10) * 4 + 1
+    m = image_metrics(t.clone(), t)
+    assert m["ssim"] == pytest.approx(1.0)
+    assert m["data_range"] == pytest.approx(float(t.max() - t.min()))
+    assert math.isinf(m["psnr"])
+    worse = image_metrics(t + 0.5 * torch.randn_like(t), t)
+    assert worse["ssim"] < 0.99 and 0 < worse["psnr"] < 100
+    with pytest.raises(ValueError, match="at least 7x7"):
+        ssim(torch.rand(6, 9), torch.rand(6, 9), 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        ssim(torch.rand(8, 8), torch.full((8, 8), float("nan")), 1.0)
+    with pytest.raises(ValueError, match="data_range must be a positive"):
+        psnr(torch.rand(8, 8), torch.rand(8, 8), 0.0)

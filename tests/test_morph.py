@@ -1,4 +1,5 @@
-"""Stream morph: [B, T, N, C] <-> [B, N, T*C] with features ordered (t, c)."""
+"""Stream morph: [B, T, N, C] <-> [B, N, T*C] with features ordered (t, c), and images
+[B, T, C, H, W] <-> patches [B, N, T*C*p*p] with padding recorded and undone."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynst_fast.morph import graph_to_stream, select_sensors, stream_to_graph
+from dynst_fast.morph import (
+    PatchGrid,
+    gate_to_pixels,
+    graph_to_stream,
+    image_to_stream,
+    select_sensors,
+    stream_to_graph,
+    stream_to_image,
+)
+from dynst_fast.ops import reference
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 7), st.integers(1, 4))
 
@@ -67,6 +77,84 @@ def test_bad_shapes():
         stream_to_graph(torch.randn(2, 3, 4, 2), 3, 2)
     with pytest.raises(ValueError, match="stream_to_graph"):
         stream_to_graph(torch.randn(4, 6), 3, 2)
+
+
+# --------------------------------------------------------------------------- images
+image_shapes = st.tuples(
+    st.integers(1, 2),  # B
+    st.integers(1, 3),  # T
+    st.integers(1, 2),  # C
+    st.integers(1, 11),  # H
+    st.integers(1, 11),  # W
+    st.integers(1, 5),  # p
+).filter(lambda s: s[3] >= s[5] and s[4] >= s[5])
+
+
+@settings(max_examples=40, deadline=None)
+@given(image_shapes)
+def test_image_round_trip_with_padding(shape):
+    b, t, c, h, w, p = shape
+    x = torch.randn(b, t, c, h, w)
+    s, grid = image_to_stream(x, p)
+    assert (grid.pad_h, grid.pad_w) == (-h % p, -w % p)
+    assert s.shape == (b, grid.rows * grid.cols, t * c * p * p)
+    assert torch.equal(s, reference.patchify(x, p))
+    back = stream_to_image(s, grid, t, c)
+    assert back.shape == x.shape
+    assert torch.equal(back, x)
+
+
+def test_image_layout_and_padding_cells():
+    # one frame 5 x 7, p = 3: padded to 6 x 9, 2 x 3 patches; x[0, 0, 0, y, x] = 10 y + x
+    h, w, p = 5, 7, 3
+    x = (10 * torch.arange(h)[:, None] + torch.arange(w)[None, :]).float()[None, None, None]
+    s, grid = image_to_stream(x, p)
+    assert (grid.rows, grid.cols, grid.pad_h, grid.pad_w) == (2, 3, 1, 2)
+    assert s[0, 1].tolist() == [3, 4, 5, 13, 14, 15, 23, 24, 25]  # patch r0c1, (dy, dx)
+    assert s[0, 5].tolist() == [36, 0, 0, 46, 0, 0, 0, 0, 0]  # r1c2: mostly padding
+    assert grid.patch_ids()[5] == "r1c2"
+    assert grid.patch_of_pixel()[4, 6] == 5
+    assert grid.valid_fraction()[5] == pytest.approx(2 / 9)
+    # the padding is cropped off the way back, whatever the model wrote into it
+    s2 = s.clone()
+    s2[0, 5, 1] = 1e6
+    assert torch.equal(stream_to_image(s2, grid, 1, 1), x)
+    gp = gate_to_pixels(torch.arange(6.0), grid)
+    assert gp.shape == (h, w) and gp[4, 6] == 5 and gp[0, 0] == 0
+
+
+def test_image_morph_gradient_and_non_contiguous():
+    base = torch.randn(2, 6, 7, 1, 3, dtype=torch.float64)  # [B, W, H, C, T]
+    x = base.permute(0, 4, 3, 2, 1).requires_grad_(True)  # [B, T=3, C=1, H=7, W=6]
+    s, grid = image_to_stream(x, 4)
+    wgt = torch.randn_like(s)
+    (s * wgt).sum().backward()
+    assert torch.equal(x.grad, stream_to_image(wgt, grid, 3, 1))
+
+
+@pytest.mark.parametrize(
+    ("shape", "p", "match"),
+    [
+        ((1, 2, 1, 3, 8), 4, "frame size 3x8 is smaller than the patch size 4"),
+        ((1, 2, 1, 8, 2), 3, "frame size 8x2 is smaller"),
+        ((1, 2, 1, 8, 8), 0, "patch size p must be a positive int"),
+        ((1, 2, 1, 8, 8), -2, "patch size p must be a positive int"),
+        ((2, 1, 8, 8), 2, r"expected \[B, T, C, H, W\]"),
+    ],
+)
+def test_image_bad_input(shape, p, match):
+    with pytest.raises(ValueError, match=match):
+        image_to_stream(torch.randn(*shape), p)
+
+
+def test_stream_to_image_bad_shape():
+    grid = PatchGrid(5, 7, 3)
+    with pytest.raises(ValueError, match="stream_to_image"):
+        stream_to_image(torch.randn(1, 5, 9), grid, 1, 1)
+    with pytest.raises(ValueError, match="stream_to_image"):
+        stream_to_image(torch.randn(1, 6, 10), grid, 1, 1)
+    with pytest.raises(ValueError, match="one entry per patch"):
+        gate_to_pixels(torch.ones(5), grid)
 
 
 def test_select_sensors_is_the_sensor_gather():

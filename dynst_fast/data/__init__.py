@@ -1,18 +1,24 @@
-"""Data: graph data sets from files, the planted synthetic network, windows and splits."""
+"""Data: graph and grid data sets from files, the planted synthetic network and grid,
+windows and splits."""
 
 from __future__ import annotations
 
 from .graph_formats import GraphDataset, load_graph_dataset, shared_data_dir
+from .grid import GridDataset, is_grid_data, load_grid_dataset, synthetic_grid
 from .synthetic import synthetic_sensor_network
 from .windows import WindowDataset, WindowSplits, make_windows, split_bounds
 
 __all__ = [
     "GraphDataset",
+    "GridDataset",
     "WindowDataset",
     "WindowSplits",
+    "is_grid_data",
     "load_graph_dataset",
+    "load_grid_dataset",
     "make_windows",
     "shared_data_dir",
     "split_bounds",
+    "synthetic_grid",
     "synthetic_sensor_network",
 ]

@@ -1,4 +1,7 @@
-"""Windowing, chronological split and normalisation of a `GraphDataset`.
+"""Windowing, chronological split and normalisation of a `GraphDataset` or `GridDataset`.
+
+Graph values are ``[T, N, C]``, grid values ``[T, C, H, W]``; everything below applies to
+both, with "sensor" meaning a graph sensor or one pixel (and channel) of the grid.
 
 Split convention (chosen because it reproduces the Los-loop baseline figures the
 project quotes: persistence 3.27 mph, per-sensor linear AR 3.22 mph, 12 -> 3 steps):
@@ -28,10 +31,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .graph_formats import GraphDataset
+from .grid import GridDataset
 
 
 class WindowDataset(Dataset):
-    """Sliding windows over one normalised part ``[L, N, C]`` of a series, built lazily.
+    """Sliding windows over one normalised part ``[L, N, C]`` (or ``[L, C, H, W]``) of a
+    series, built lazily.
 
     Item ``i`` is ``(x, y)``: x ``[t_in, N, C]`` float32 (normalised, NaN filled with 0 =
     the train mean) = steps ``i .. i+t_in-1`` of the part, y ``[t_out, N, C]`` float32
@@ -40,8 +45,10 @@ class WindowDataset(Dataset):
     """
 
     def __init__(self, part: Tensor, t_in: int, t_out: int, start: int = 0) -> None:
-        if part.dim() != 3:
-            raise ValueError(f"WindowDataset: part must be [L, N, C], got {tuple(part.shape)}")
+        if part.dim() not in (3, 4):
+            raise ValueError(
+                f"WindowDataset: part must be [L, N, C] or [L, C, H, W], got {tuple(part.shape)}"
+            )
         self.t_in, self.t_out, self.start = int(t_in), int(t_out), int(start)
         self._y = part.to(torch.float32).contiguous()
         self._x = torch.nan_to_num(self._y, nan=0.0)
@@ -60,10 +67,10 @@ class WindowDataset(Dataset):
         return self._x[i:s].clone(), self._y[s : s + self.t_out].clone()
 
     def tensors(self) -> tuple[Tensor, Tensor]:
-        """All windows stacked: X ``[W, t_in, N, C]``, Y ``[W, t_out, N, C]`` (for small sets)."""
+        """All windows stacked: X ``[W, t_in, ...]``, Y ``[W, t_out, ...]`` (for small sets)."""
         n, ti = self._n, self.t_in
-        x = self._x[: n + ti - 1].unfold(0, ti, 1).permute(0, 3, 1, 2)
-        y = self._y[ti:].unfold(0, self.t_out, 1).permute(0, 3, 1, 2)
+        x = self._x[: n + ti - 1].unfold(0, ti, 1).movedim(-1, 1)
+        y = self._y[ti:].unfold(0, self.t_out, 1).movedim(-1, 1)
         return x.contiguous(), y.contiguous()
 
     @property
@@ -71,21 +78,28 @@ class WindowDataset(Dataset):
         return int(self._y.shape[1])
 
     def __repr__(self) -> str:
+        shape = self._y.shape[1:]
+        what = (
+            f"sensors={shape[0]}, channels={shape[1]}"
+            if len(shape) == 2
+            else f"channels={shape[0]}, height={shape[1]}, width={shape[2]}"
+        )
         return (
             f"WindowDataset(windows={self._n}, t_in={self.t_in}, t_out={self.t_out}, "
-            f"sensors={self._y.shape[1]}, channels={self._y.shape[2]}, start={self.start})"
+            f"{what}, start={self.start})"
         )
 
 
 @dataclass
 class WindowSplits:
-    """Train/val/test windows and the train-fitted normalisation ``mean``/``std`` [N, C]."""
+    """Train/val/test windows and the train-fitted normalisation ``mean``/``std`` ([N, C]
+    for graphs, [C, H, W] for grids)."""
 
     train: WindowDataset
     val: WindowDataset
     test: WindowDataset
-    mean: np.ndarray  # [N, C] float32, original units
-    std: np.ndarray  # [N, C] float32, original units
+    mean: np.ndarray  # [N, C] (graph) or [C, H, W] (grid) float32, original units
+    std: np.ndarray  # same shape, original units
     t_in: int
     t_out: int
 
@@ -95,19 +109,26 @@ class WindowSplits:
         dtype = like.dtype if like.is_floating_point() else torch.float32
         m = torch.as_tensor(self.mean, dtype=dtype, device=like.device)
         s = torch.as_tensor(self.std, dtype=dtype, device=like.device)
-        if like.dim() < 2 or tuple(like.shape[-2:]) != tuple(m.shape):
-            raise ValueError(
-                f"expected a tensor [..., N={m.shape[0]}, C={m.shape[1]}], got {tuple(like.shape)}"
-            )
+        if like.dim() < m.dim() or tuple(like.shape[-m.dim() :]) != tuple(m.shape):
+            want = ", ".join(f"{k}={v}" for k, v in zip(self._axes(), m.shape, strict=True))
+            raise ValueError(f"expected a tensor [..., {want}], got {tuple(like.shape)}")
         return m, s
 
+    def _axes(self) -> tuple[str, ...]:
+        return ("N", "C") if np.ndim(self.mean) == 2 else ("C", "H", "W")
+
+    @property
+    def is_grid(self) -> bool:
+        """True for grid data (windows ``[W, T, C, H, W]``)."""
+        return np.ndim(self.mean) == 3
+
     def normalize(self, x: Tensor) -> Tensor:
-        """Original units -> normalised, on ``[..., N, C]`` (NaN stays NaN)."""
+        """Original units -> normalised, on ``[..., N, C]`` / ``[..., C, H, W]`` (NaN stays NaN)."""
         m, s = self._stats(x)
         return (x - m) / s
 
     def denormalize(self, y: Tensor) -> Tensor:
-        """Normalised -> original units, on ``[..., N, C]``."""
+        """Normalised -> original units, on ``[..., N, C]`` / ``[..., C, H, W]``."""
         m, s = self._stats(y)
         return y * s + m
 
@@ -127,7 +148,10 @@ def split_bounds(num_steps: int, split: Sequence[float]) -> tuple[int, int]:
 
 
 def make_windows(
-    ds: GraphDataset, t_in: int = 12, t_out: int = 12, split: Sequence[float] = (0.8, 0.1, 0.1)
+    ds: GraphDataset | GridDataset,
+    t_in: int = 12,
+    t_out: int = 12,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
 ) -> WindowSplits:
     """Split ``ds.values`` chronologically into train/val/test parts, normalise with the
     train statistics, and window each part separately (see the module docstring)."""
@@ -136,8 +160,9 @@ def make_windows(
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     t_in, t_out = int(t_in), int(t_out)
     vals = np.asarray(ds.values)
-    if vals.ndim != 3:
-        raise ValueError(f"values must be [T, N, C], got shape {vals.shape}")
+    if vals.ndim != (4 if isinstance(ds, GridDataset) else 3):
+        want = "[T, C, H, W]" if isinstance(ds, GridDataset) else "[T, N, C]"
+        raise ValueError(f"values must be {want}, got shape {vals.shape}")
     T = vals.shape[0]
     a, b = split_bounds(T, split)
     need = t_in + t_out
@@ -151,10 +176,10 @@ def make_windows(
     train = vals[:a].astype(np.float64)
     seen = np.isfinite(train).any(axis=0)  # [N, C]
     if not seen.all():
-        j = int(np.argwhere(~seen)[0, 0])
+        first = tuple(int(i) for i in np.argwhere(~seen)[0])
+        what = f"sensor {ds.sensor_ids[first[0]]!r}" if vals.ndim == 3 else f"cell {first}"
         raise ValueError(
-            f"sensor {ds.sensor_ids[j]!r} has no observed value in the training part "
-            "(normalisation is fitted there)"
+            f"{what} has no observed value in the training part (normalisation is fitted there)"
         )
     mean = np.nanmean(train, axis=0)
     std = np.nanstd(train, axis=0)

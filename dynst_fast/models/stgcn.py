@@ -227,6 +227,11 @@ class CompactSTGCN(nn.Module):
         deg = ops.gated_spmm(self.readout_graph, ones, self.gate)
         self.register_buffer("deg", deg)
 
+    def gather_input(self, x: Tensor) -> Tensor:
+        """The full input ``[B, T, N, C]`` -> the active sensors' ``[B, T, K, C]``."""
+        self.parent._check_x(x, self.parent.num_sensors, "CompactSTGCN")
+        return x[:, :, self.index]
+
     def forward(self, x_active: Tensor) -> Tensor:
         p = self.parent
         p._check_x(x_active, self.num_active, "CompactSTGCN")
