@@ -29,9 +29,9 @@ CONFIGS = {
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", required=True, help="output path without extension")
     args = p.parse_args()
     torch.manual_seed(0)
