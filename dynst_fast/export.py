@@ -1,11 +1,13 @@
 """``dynst export``: the compacted model of a run as a standard ONNX file, verified.
 
 The exported model takes **only the active sensors' data**, in original units, in the
-order of ``mask.json`` (``[B, T_in, K, C]`` for graphs), and returns the whole-field
-forecast ``[B, T_out, N, C]`` in original units: normalisation and theta are folded in.
-Batch is dynamic. Graph ops are traced through their plain-PyTorch decompositions
-(gather, multiply, scatter-add), so the file holds default-domain ONNX operators only
-and stock onnxruntime runs it.
+order of ``mask.json``: ``[B, T_in, K, C]`` for graphs, the K active patch tiles
+``[B, K, T_in, C, p, p]`` for images. It returns the whole-field forecast in original
+units (``[B, T_out, N, C]``, or ``[B, T_out, C, H, W]``): normalisation and theta are
+folded in. Batch is dynamic. The ops are traced through their plain-PyTorch forms
+(message passing as gather / multiply / sum over padded rows, compaction as gather and
+scatter), so the file holds default-domain ONNX operators only and stock onnxruntime
+runs it.
 
 Export writes to a temporary file, runs onnxruntime and PyTorch on real test windows,
 and only when they agree (max |onnx - torch| / max |torch| <= 1e-4) moves the model and
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 from . import __version__
 from .artifacts import load_checkpoint, write_json
 from .graph import CSRGraph
+from .morph import PatchGrid, image_to_stream, stream_to_image
 from .serve import sha256_of
 
 OPSET = 18
@@ -40,7 +43,7 @@ class ExportError(RuntimeError):
 
 
 class ServingModel(nn.Module):
-    """Original units in, original units out, around a compacted (or dense) model.
+    """Original units in, original units out, around a compacted (or dense) graph model.
 
     ``forward(x[B, T_in, K, C]) -> [B, T_out, N, C]``: ``x`` is normalised with the
     statistics of its K sensors, run through ``model``, and the whole-field forecast
@@ -62,6 +65,61 @@ class ServingModel(nn.Module):
         return y * self.out_std + self.out_mean
 
 
+class ImageServingModel(nn.Module):
+    """The image form: K patch tiles ``[B, K, T_in, C, p, p]`` (original units) in, the
+    whole field ``[B, T_out, C, H, W]`` (original units) out.
+
+    Tiles are cut row-major from the field zero-padded at the bottom/right to a multiple
+    of p; cells of a tile that fall outside the field are ignored. ``model`` takes the
+    normalised patches ``[B, K, T_in*C*p*p]`` (a compacted image model), or, with
+    ``frames_input``, the full frames ``[B, T_in, C, H, W]`` (the dense model; then K = N).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        grid: PatchGrid,
+        index: Tensor,
+        mean: Tensor,
+        std: Tensor,
+        frames_input: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model, self.grid, self.frames_input = model, grid, frames_input
+        c = mean.shape[0]
+        pad = (0, grid.pad_w, 0, grid.pad_h)
+        mean_t = _tiles(torch.nn.functional.pad(mean.to(torch.float32), pad), grid)[index]
+        std_t = _tiles(torch.nn.functional.pad(std.to(torch.float32), pad, value=1.0), grid)
+        valid = torch.nn.functional.pad(torch.ones(c, grid.height, grid.width), pad)
+        self.register_buffer("in_mean", mean_t[None, :, None])  # [1, K, 1, C, p, p]
+        self.register_buffer("in_std", std_t[index][None, :, None])
+        self.register_buffer("in_valid", _tiles(valid, grid)[index][None, :, None])
+        self.register_buffer("out_mean", mean.to(torch.float32))  # [C, H, W]
+        self.register_buffer("out_std", std.to(torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = (x - self.in_mean) / self.in_std * self.in_valid
+        b, k, t, c, p, _ = z.shape
+        patches = z.reshape(b, k, t * c * p * p)
+        if self.frames_input:
+            patches = stream_to_image(patches, self.grid, t, c)
+        return self.model(patches) * self.out_std + self.out_mean
+
+
+def _tiles(field: Tensor, grid: PatchGrid) -> Tensor:
+    """A padded ``[C, rows*p, cols*p]`` field -> its patches ``[N, C, p, p]``, row-major."""
+    c, p = field.shape[0], grid.patch
+    t = field.reshape(c, grid.rows, p, grid.cols, p).permute(1, 3, 0, 2, 4)
+    return t.reshape(grid.num_patches, c, p, p)
+
+
+def frames_to_tiles(frames: Tensor, grid: PatchGrid) -> Tensor:
+    """``[B, T, C, H, W]`` -> every patch tile ``[B, N, T, C, p, p]`` (zero padding)."""
+    b, t, c = frames.shape[:3]
+    patches, _ = image_to_stream(frames, grid.patch)
+    return patches.reshape(b, grid.num_patches, t, c, grid.patch, grid.patch)
+
+
 @dataclass
 class RunBundle:
     """What a run directory holds, rebuilt: models, sparsifier state, data windows."""
@@ -72,7 +130,8 @@ class RunBundle:
     active_index: Tensor  # [K] int64, ascending (mask.json order)
     theta: Tensor  # [N]
     splits: Any  # WindowSplits of the run's dataset
-    sensor_ids: list[str]
+    sensor_ids: list[str]  # N ids: graph sensors, or image patches r{row}c{col}
+    grid: PatchGrid | None  # the patch grid of an image model; None for graphs
 
 
 def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
@@ -81,8 +140,7 @@ def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
     ``data`` overrides the dataset path recorded in the run (for moved data).
     """
     from .data import make_windows
-    from .models import build_graph_model
-    from .run import RunConfig, load_dataset
+    from .run import RunConfig, load_dataset, rebuild_model
     from .sparsifier import Sparsifier
 
     ck = load_checkpoint(run_dir)
@@ -96,53 +154,41 @@ def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
             f"{exc} (the run's data is needed to verify the export on test windows; "
             "pass --data to point at it)"
         ) from exc
-    if ds.num_sensors != len(ck["sensor_ids"]) or list(ds.sensor_ids) != list(ck["sensor_ids"]):
-        raise ValueError(
-            f"the data at {rc['data']!r} has sensors that differ from the run's "
-            f"({ds.num_sensors} vs {len(ck['sensor_ids'])}): is it the same dataset?"
-        )
-    graph = CSRGraph.from_state_dict(ck["graph"])
-
-    def build(state: dict[str, Tensor]) -> nn.Module:
-        m = build_graph_model(
-            ck["model_name"],
-            graph,
-            ck["t_in"],
-            ck["t_out"],
-            ck["num_channels"],
-            **ck["model_kwargs"],
-        )
-        m.load_state_dict(state)
-        return m.eval()
-
+    model = rebuild_model(ck, ds)
+    dense = rebuild_model(ck, ds, state="dense_model_state") if "dense_model_state" in ck else None
+    grid = PatchGrid(**ck["grid"]) if "grid" in ck else None
     sp = Sparsifier.from_state_dict(ck["sparsifier"])
-    dense_state = ck.get("dense_model_state")
     return RunBundle(
         checkpoint=ck,
-        model=build(ck["model_state"]),
-        dense=build(dense_state) if dense_state is not None else None,
+        model=model,
+        dense=dense,
         active_index=sp.active_index(),
         theta=sp.theta.detach().clone(),
         splits=make_windows(ds, ck["t_in"], ck["t_out"]),
-        sensor_ids=list(ds.sensor_ids),
+        sensor_ids=list(ck["sensor_ids"]),
+        grid=grid,
     )
 
 
-def serving_model(bundle: RunBundle, dense: bool = False) -> tuple[ServingModel, Tensor]:
+def serving_model(bundle: RunBundle, dense: bool = False) -> tuple[nn.Module, Tensor]:
     """The module to export and its input index ``[K]`` into the N sensors."""
     mean = torch.as_tensor(bundle.splits.mean, dtype=torch.float32)
     std = torch.as_tensor(bundle.splits.std, dtype=torch.float32)
+    n = bundle.theta.numel()
     if dense:
         if bundle.dense is None:
             raise ValueError(
                 "this run's checkpoint has no dense model (written by an older version); "
                 "re-run `dynst run` to export --dense"
             )
-        index = torch.arange(mean.shape[0])
+        index = torch.arange(n)
         inner: nn.Module = _Ungated(bundle.dense)
     else:
         index = bundle.active_index
         inner = bundle.model.compact(index, bundle.theta).eval()
+    if bundle.grid is not None:
+        module = ImageServingModel(inner, bundle.grid, index, mean, std, frames_input=dense)
+        return module.eval(), index
     return ServingModel(inner, mean[index], std[index], mean, std).eval(), index
 
 
@@ -159,13 +205,15 @@ class _Ungated(nn.Module):
 
 def verification_inputs(bundle: RunBundle, index: Tensor, max_windows: int = 64) -> Tensor:
     """Real test windows in original units, the input sensors only, without NaN:
-    ``[W, T_in, K, C]`` float32."""
+    ``[W, T_in, K, C]`` (graphs) or ``[W, K, T_in, C, p, p]`` tiles (images), float32."""
     x, _ = bundle.splits.test.tensors()
-    x = bundle.splits.denormalize(x.to(torch.float32))[:, :, index]
+    x = bundle.splits.denormalize(x.to(torch.float32))
     x = x[torch.isfinite(x).flatten(1).all(dim=1)][:max_windows]
     if x.shape[0] == 0:
         raise ExportError("no complete (NaN-free) test window to verify the export on")
-    return x.contiguous()
+    if bundle.grid is not None:
+        return frames_to_tiles(x, bundle.grid)[:, index].contiguous()
+    return x[:, :, index].contiguous()
 
 
 def _prime(module: nn.Module) -> None:
@@ -284,9 +332,9 @@ def _sidecar(
     ck = bundle.checkpoint
     n, c, k = len(bundle.sensor_ids), int(ck["num_channels"]), int(index.numel())
     t_in, t_out = int(ck["t_in"]), int(ck["t_out"])
-    return {
+    meta: dict[str, Any] = {
         "format": SIDECAR_FORMAT,
-        "kind": "graph",
+        "kind": "graph" if bundle.grid is None else "image",
         "model": ck["model_name"],
         "dense": dense,
         "dataset": ck.get("dataset"),
@@ -306,3 +354,11 @@ def _sidecar(
         "sha256": sha,
         "version": __version__,
     }
+    g = bundle.grid
+    if g is not None:
+        p = g.patch
+        meta["grid"] = {"height": g.height, "width": g.width, "patch": p, "rows": g.rows,
+                        "cols": g.cols}  # fmt: skip
+        meta["input"]["shape"] = ["batch", k, t_in, c, p, p]
+        meta["output"]["shape"] = ["batch", t_out, c, g.height, g.width]
+    return meta

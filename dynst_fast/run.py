@@ -400,10 +400,15 @@ def _write_run_dir(
     write_atomic(out / "report.md", render_report(metrics_json, sp.history))
 
 
-def rebuild_model(checkpoint: dict[str, Any], ds: GraphDataset | GridDataset | None = None):
+def rebuild_model(
+    checkpoint: dict[str, Any],
+    ds: GraphDataset | GridDataset | None = None,
+    state: str = "model_state",
+):
     """The trained backbone of a run's checkpoint (``artifacts.load_checkpoint``), in eval
     mode. With ``ds``, first checks that the data fits it (channels, sensors, grid size)
-    and raises one clear ``ValueError`` if not."""
+    and raises one clear ``ValueError`` if not. ``state="dense_model_state"`` gives the
+    run's dense model instead of the sparse one."""
     ck = checkpoint
     name, c = ck["model_name"], int(ck["num_channels"])
     if ds is not None:
@@ -432,7 +437,11 @@ def rebuild_model(checkpoint: dict[str, Any], ds: GraphDataset | GridDataset | N
     else:
         graph = CSRGraph.from_state_dict(ck["graph"])
         model = build_graph_model(name, graph, ck["t_in"], ck["t_out"], c, **ck["model_kwargs"])
-    model.load_state_dict(ck["model_state"])
+    if state not in ck:
+        raise ValueError(
+            f"the checkpoint has no {state!r} (written by an older version): re-run `dynst run`"
+        )
+    model.load_state_dict(ck[state])
     return model.eval()
 
 

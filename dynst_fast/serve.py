@@ -11,8 +11,12 @@ Input files:
   first. Columns are matched by id, so a file with all N sensors works too; a missing
   input sensor is an error.
 
-Output: ``.npy`` ``[B, T_out, N, C]``, or ``.csv`` (B = 1, C = 1) with a header of all N
-sensor ids and ``T_out`` rows.
+Image models (sidecar ``kind: image``) take ``.npy`` only: the K active patch tiles
+``[B, K, T_in, C, p, p]`` (or ``[K, T_in, C, p, p]``), or whole frames
+``[B, T_in, C, H, W]`` (or ``[T_in, C, H, W]``) from which the active tiles are cut.
+
+Output: ``.npy`` ``[B, T_out, N, C]`` (images: ``[B, T_out, C, H, W]``), or for graphs
+``.csv`` (B = 1, C = 1) with a header of all N sensor ids and ``T_out`` rows.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ REQUIRED = (
     "format",
     "kind",
     "sensor_ids",
+    "input_index",
     "num_sensors",
     "all_sensor_ids",
     "channels",
@@ -73,17 +78,7 @@ def load_sidecar(model: str | os.PathLike, sidecar: str | os.PathLike | None = N
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise PredictError(f"sidecar {side} lacks {', '.join(missing)}")
-    k, n = len(meta["sensor_ids"]), meta["num_sensors"]
-    shape_in, shape_out = meta["input"].get("shape"), meta["output"].get("shape")
-    if (
-        not isinstance(shape_in, list)
-        or len(shape_in) != 4
-        or shape_in[1:] != [meta["t_in"], k, meta["channels"]]
-        or not isinstance(shape_out, list)
-        or len(shape_out) != 4
-        or shape_out[1:] != [meta["t_out"], n, meta["channels"]]
-        or len(meta["all_sensor_ids"]) != n
-    ):
+    if not _consistent(meta):
         raise PredictError(f"sidecar {side} is inconsistent: its shapes, ids and counts disagree")
     digest = sha256_of(model)
     if digest != meta["sha256"]:
@@ -94,11 +89,36 @@ def load_sidecar(model: str | os.PathLike, sidecar: str | os.PathLike | None = N
     return meta
 
 
+def _consistent(meta: dict) -> bool:
+    """Do the sidecar's shapes, ids and counts agree with each other?"""
+    k, n, c = len(meta["sensor_ids"]), meta["num_sensors"], meta["channels"]
+    shape_in, shape_out = meta["input"].get("shape"), meta["output"].get("shape")
+    if not isinstance(shape_in, list) or not isinstance(shape_out, list):
+        return False
+    if len(meta["all_sensor_ids"]) != n or meta["kind"] not in ("graph", "image"):
+        return False
+    if meta["kind"] == "graph":
+        return shape_in[1:] == [meta["t_in"], k, c] and shape_out[1:] == [meta["t_out"], n, c]
+    g = meta.get("grid")
+    if not isinstance(g, dict) or g.get("rows", 0) * g.get("cols", 0) != n:
+        return False
+    p = g["patch"]
+    return shape_in[1:] == [k, meta["t_in"], c, p, p] and shape_out[1:] == [
+        meta["t_out"],
+        c,
+        g["height"],
+        g["width"],
+    ]
+
+
 def read_input(path: str | os.PathLike, meta: dict) -> np.ndarray:
-    """The input file as ``[B, T_in, K, C]`` float32, checked against the sidecar."""
+    """The input file as the model's input (``[B, T_in, K, C]``, or image tiles
+    ``[B, K, T_in, C, p, p]``) in float32, checked against the sidecar."""
     path = Path(path)
     if not path.is_file():
         raise PredictError(f"no input file at {path}")
+    if meta["kind"] == "image":
+        return _finite(_read_tiles(path, meta), path, meta, sensor_axis=1)
     t_in, k, c = meta["t_in"], len(meta["sensor_ids"]), meta["channels"]
     if path.suffix == ".npy":
         try:
@@ -120,14 +140,55 @@ def read_input(path: str | os.PathLike, meta: dict) -> np.ndarray:
         x = _read_csv(path, meta)
     else:
         raise PredictError(f"{path}: input must be .npy or .csv")
+    return _finite(x, path, meta, sensor_axis=2)
+
+
+def _finite(x: np.ndarray, path: Path, meta: dict, sensor_axis: int) -> np.ndarray:
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
-        b, t, j, _ = np.argwhere(~np.isfinite(x))[0]
+        at = np.argwhere(~np.isfinite(x))[0]
+        t = at[2] if sensor_axis == 1 else at[1]
         raise PredictError(
-            f"{path}: input has NaN or inf (window {b}, step {t}, sensor "
-            f"{meta['sensor_ids'][j]!r}); the model needs every active sensor's data"
+            f"{path}: input has NaN or inf (window {at[0]}, step {t}, sensor "
+            f"{meta['sensor_ids'][at[sensor_axis]]!r}); the model needs every active sensor's data"
         )
     return np.ascontiguousarray(x)
+
+
+def _read_tiles(path: Path, meta: dict) -> np.ndarray:
+    """Image input: the active tiles as given, or cut from whole frames."""
+    if path.suffix != ".npy":
+        raise PredictError(f"{path}: image models take .npy input (tiles or frames)")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise PredictError(f"{path} is not a numeric .npy file: {exc}") from exc
+    if not np.issubdtype(x.dtype, np.number):
+        raise PredictError(f"{path}: input must be numeric, got dtype {x.dtype}")
+    g, t_in, c = meta["grid"], meta["t_in"], meta["channels"]
+    p, k = g["patch"], len(meta["sensor_ids"])
+    tiles, frames = (k, t_in, c, p, p), (t_in, c, g["height"], g["width"])
+    if x.shape in (tiles, frames):
+        x = x[None]
+    if x.shape[1:] == tiles:
+        return x
+    if x.shape[1:] == frames:
+        pad = (
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, g["rows"] * p - g["height"]),
+            (0, g["cols"] * p - g["width"]),
+        )
+        f = np.pad(x, pad)
+        b = f.shape[0]
+        f = f.reshape(b, t_in, c, g["rows"], p, g["cols"], p).transpose(0, 3, 5, 1, 2, 4, 6)
+        f = f.reshape(b, g["rows"] * g["cols"], t_in, c, p, p)
+        return f[:, np.asarray(meta["input_index"], dtype=np.int64)]
+    raise PredictError(
+        f"{path}: input must be the active tiles [B, {', '.join(map(str, tiles))}] or frames "
+        f"[B, {', '.join(map(str, frames))}], got shape {tuple(x.shape)}"
+    )
 
 
 def _read_csv(path: Path, meta: dict) -> np.ndarray:
@@ -174,6 +235,8 @@ def write_output(path: str | os.PathLike, y: np.ndarray, meta: dict) -> None:
         with open(tmp, "wb") as f:
             np.save(f, y)
     elif path.suffix == ".csv":
+        if meta["kind"] != "graph":
+            raise PredictError(f"{path}: image forecasts are written as .npy")
         if y.shape[0] != 1 or y.shape[3] != 1:
             raise PredictError(
                 f"CSV output holds one window of one channel; got {y.shape[0]} windows of "
@@ -198,6 +261,8 @@ def predict(
     if Path(out).suffix not in (".npy", ".csv"):
         raise PredictError(f"{out}: output must be .npy or .csv")
     meta = load_sidecar(model, sidecar)
+    if Path(out).suffix == ".csv" and meta["kind"] != "graph":
+        raise PredictError(f"{out}: image forecasts are written as .npy")
     x = read_input(input, meta)
     y = run_model(model, x, meta)
     write_output(out, y, meta)

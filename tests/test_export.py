@@ -22,17 +22,28 @@ from dynst_fast.serve import PredictError, load_sidecar, read_input
 
 GRAPH_MODELS = ("stgcn", "masked-stgcn")
 SPARSITIES = (0.0, 0.3, 0.7)
+# (model, sparsity) of every run the tests export: each backbone at every sparsity, and
+# the image InputMasked model (SimVP) at one.
+RUNS = [(m, s) for m in (*GRAPH_MODELS, "vit") for s in SPARSITIES] + [("simvp", 0.3)]
+TINY = {
+    "stgcn": (8, {}),
+    "masked-stgcn": (8, {}),
+    "vit": (16, {"depth": 1, "heads": 2, "decoder_dim": 16, "decoder_heads": 2}),
+    "simvp": (8, {"translator": 16}),
+}
 
 
 def _tiny_run(root: Path, model: str, sparsity: float) -> Path:
     out = root / f"{model}_{sparsity:g}"
+    hidden, options = TINY[model]
     cfg = RunConfig(
         model=model,
         sparsity=sparsity,
         epochs=1,
         horizon=3,
         batch_size=64,
-        hidden=8,
+        hidden=hidden,
+        model_options=options,
         time_batch=4,
         quiet=True,
         out=str(out),
@@ -44,7 +55,7 @@ def _tiny_run(root: Path, model: str, sparsity: float) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, float], Path]:
     root = tmp_path_factory.mktemp("runs")
-    return {(m, s): _tiny_run(root, m, s) for m in GRAPH_MODELS for s in SPARSITIES}
+    return {(m, s): _tiny_run(root, m, s) for m, s in RUNS}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +63,7 @@ def exported(runs, tmp_path_factory) -> dict[tuple[str, float], Path]:
     root = tmp_path_factory.mktemp("onnx")
     out = {}
     for key, run_dir in runs.items():
-        path = root / f"{key[0]}_{key[1]:g}.onnx"
+        path = root / f"{key[0]}_{key[1]:g}.onnx"  # the compacted model of each run
         ex.export_run(run_dir, path)
         out[key] = path
     return out
@@ -101,11 +112,76 @@ def test_export_matches_the_pytorch_compacted_model(runs, exported, model, spars
         assert err <= 1e-4
 
 
+@pytest.mark.parametrize(("model", "sparsity"), [r for r in RUNS if r[0] in ("vit", "simvp")])
+def test_image_export_matches_the_pytorch_compacted_model(runs, exported, model, sparsity) -> None:
+    path = exported[(model, sparsity)]
+    meta = json.loads(Path(f"{path}.json").read_text())
+    bundle = ex.load_run(runs[(model, sparsity)])
+    idx, grid = bundle.active_index, bundle.grid
+    k, n, p = int(idx.numel()), grid.num_patches, grid.patch
+    assert k == n - round(sparsity * n)
+    assert meta["kind"] == "image" and meta["grid"]["patch"] == p
+    assert meta["sensor_ids"] == [f"r{i // grid.cols}c{i % grid.cols}" for i in idx.tolist()]
+    assert meta["input"]["shape"] == ["batch", k, 12, 1, p, p]
+    assert meta["output"]["shape"] == ["batch", 3, 1, grid.height, grid.width]
+    graph = onnx.load(str(path)).graph
+    assert _dims(graph.input[0]) == ["batch", k, 12, 1, p, p]
+    assert ex.non_default_domains(path) == []
+
+    compact = bundle.model.compact(idx, bundle.theta).eval()
+    mean = torch.as_tensor(bundle.splits.mean)
+    std = torch.as_tensor(bundle.splits.std)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x_all, _ = bundle.splits.test.tensors()
+    for batch in (1, 5):
+        frames = bundle.splits.denormalize(x_all[:batch]).to(torch.float32)
+        with torch.no_grad():  # what the PyTorch compacted model gives on the same frames
+            want = (compact(compact.gather_input(x_all[:batch])) * std + mean).numpy()
+        tiles = ex.frames_to_tiles(frames, grid)[:, idx]
+        got = sess.run(None, {"x": tiles.numpy()})[0]
+        assert got.shape == (batch, 3, 1, grid.height, grid.width)
+        assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4
+
+
+def test_image_predict_takes_tiles_or_frames(runs, exported, tmp_path) -> None:
+    path = exported[("vit", 0.3)]
+    bundle = ex.load_run(runs[("vit", 0.3)])
+    x, _ = bundle.splits.test.tensors()
+    frames = bundle.splits.denormalize(x[:2]).numpy()
+    np.save(tmp_path / "frames.npy", frames)
+    np.save(tmp_path / "one.npy", frames[0])
+    tiles = ex.frames_to_tiles(torch.from_numpy(frames), bundle.grid)[:, bundle.active_index]
+    np.save(tmp_path / "tiles.npy", tiles.numpy())
+    outs = {}
+    for name in ("frames", "one", "tiles"):
+        argv = ["predict", str(path), "--input", str(tmp_path / f"{name}.npy"), "--out",
+                str(tmp_path / f"{name}_out.npy")]  # fmt: skip
+        assert main(argv) == 0
+        outs[name] = np.load(tmp_path / f"{name}_out.npy")
+    np.testing.assert_allclose(outs["frames"], outs["tiles"], rtol=1e-6)
+    np.testing.assert_allclose(outs["one"], outs["tiles"][:1], rtol=1e-6)
+    meta = load_sidecar(path)
+    j, g = meta["input_index"][1], bundle.grid
+    frames[1, 4, 0, (j // g.cols) * g.patch, (j % g.cols) * g.patch] = np.nan  # in patch j
+    np.save(tmp_path / "nan.npy", frames)
+    with pytest.raises(PredictError, match=f"NaN or inf .*sensor '{meta['sensor_ids'][1]}'"):
+        read_input(tmp_path / "nan.npy", meta)
+    np.save(tmp_path / "bad.npy", frames[:, :, :, :-1])
+    with pytest.raises(PredictError, match="active tiles"):
+        read_input(tmp_path / "bad.npy", meta)
+    with pytest.raises(PredictError, match=".npy"):
+        main_csv = tmp_path / "x.csv"
+        main_csv.write_text("a\n1\n")
+        read_input(main_csv, meta)
+
+
 def test_dense_export_takes_every_sensor(runs, tmp_path) -> None:
     path = tmp_path / "dense.onnx"
     meta = ex.export_run(runs[("stgcn", 0.3)], path, dense=True)
     assert meta["dense"] and len(meta["sensor_ids"]) == meta["num_sensors"] == 80
     assert _dims(onnx.load(str(path)).graph.input[0]) == ["batch", 12, 80, 1]
+    meta = ex.export_run(runs[("vit", 0.7)], tmp_path / "vit_dense.onnx", dense=True)
+    assert meta["input"]["shape"][1] == meta["num_sensors"] == 36
 
 
 def test_export_fails_loudly_and_leaves_nothing(runs, tmp_path, monkeypatch) -> None:
