@@ -9,6 +9,9 @@ The figure of merit is ``ort_speedup / torch_speedup`` (goal: >= 0.9).
     dynst run --data ../shared/data/los_loop --horizon 3 --sparsity 0.5 --out runs/ll_s0.5
     python bench/bench_onnx.py runs/ll_s0.3 runs/ll_s0.5 --out bench/results/onnx_latency
 
+Image runs (``dynst run --data ../shared/data/era5_uk_t2m --model vit ...``) work the
+same way; their inputs are the active patch tiles.
+
 onnxruntime uses as many intra-op threads as torch (``torch.get_num_threads()``).
 """
 
@@ -23,7 +26,7 @@ import onnxruntime as ort
 import torch
 
 from dynst_fast.artifacts import write_atomic, write_json
-from dynst_fast.export import export_run, load_run, serving_model
+from dynst_fast.export import export_run, load_run, serving_model, verification_inputs
 from dynst_fast.train import time_side_by_side
 
 
@@ -42,12 +45,9 @@ def bench_run(run_dir: str, batches: list[int], repeats: int, tmp: Path) -> list
     export_run(run_dir, paths["dense"], dense=True)
     sessions = {kind: _session(p) for kind, p in paths.items()}
     modules = {kind: serving_model(bundle, dense=kind == "dense") for kind in paths}
-    x_all, _ = bundle.splits.test.tensors()
-    x_all = bundle.splits.denormalize(x_all).to(torch.float32)
-    x_all = x_all[torch.isfinite(x_all).flatten(1).all(dim=1)]
     rows = []
     for b in batches:
-        xs = {k: x_all[:b, :, idx].contiguous() for k, (_, idx) in modules.items()}
+        xs = {k: verification_inputs(bundle, idx, max_windows=b) for k, (_, idx) in modules.items()}
         feeds = {k: {"x": v.numpy()} for k, v in xs.items()}
         fns = {}
         for kind in ("dense", "compact"):
