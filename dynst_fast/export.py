@@ -6,8 +6,8 @@ order of ``mask.json``: ``[B, T_in, K, C]`` for graphs, the K active patch tiles
 units (``[B, T_out, N, C]``, or ``[B, T_out, C, H, W]``): normalisation and theta are
 folded in. Batch is dynamic. The ops are traced through their plain-PyTorch forms
 (message passing as gather / multiply / sum over padded rows, compaction as gather and
-scatter), so the file holds default-domain ONNX operators only and stock onnxruntime
-runs it.
+scatter; message passing on graphs of up to 4M dense entries as one MatMul), so the
+file holds default-domain ONNX operators only and stock onnxruntime runs it.
 
 Export writes to a temporary file, runs onnxruntime and PyTorch on real test windows,
 and only when they agree (max |onnx - torch| / max |torch| <= 1e-4) moves the model and
@@ -217,12 +217,18 @@ def verification_inputs(bundle: RunBundle, index: Tensor, max_windows: int = 64)
 
 
 def _prime(module: nn.Module) -> None:
-    """Build the cached padded rows of every graph held by ``module``, so that the trace
-    reads them as constants instead of tracing their data-dependent construction."""
+    """Build the cached export arrays (dense matrix or padded rows) of every graph held by
+    ``module``, so that the trace reads them as constants instead of tracing their
+    data-dependent construction."""
+    from .ops.reference import EXPORT_DENSE_MAX
+
     for m in module.modules():
         for v in vars(m).values():
             if isinstance(v, CSRGraph):
-                v.padded_rows()
+                if v.num_rows * v.num_cols <= EXPORT_DENSE_MAX:
+                    v.cached_dense()
+                else:
+                    v.padded_rows()
 
 
 def to_onnx(module: nn.Module, example: Tensor, path: Path, opset: int = OPSET) -> None:

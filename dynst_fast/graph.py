@@ -24,7 +24,16 @@ class CSRGraph:
     ``weight`` is floating point.
     """
 
-    __slots__ = ("rowptr", "col", "weight", "num_rows", "num_cols", "_transpose", "_padded")
+    __slots__ = (
+        "rowptr",
+        "col",
+        "weight",
+        "num_rows",
+        "num_cols",
+        "_transpose",
+        "_padded",
+        "_dense",
+    )
 
     def __init__(
         self,
@@ -55,6 +64,7 @@ class CSRGraph:
         self.num_cols = int(self.num_rows if num_cols is None else num_cols)
         self._transpose: CSRGraph | None = None
         self._padded: tuple[Tensor, Tensor] | None = None
+        self._dense: Tensor | None = None
         if validate:
             self.validate()
 
@@ -209,6 +219,12 @@ class CSRGraph:
             w = self.weight[pos] if self.num_edges else pos.to(self.weight.dtype)
             self._padded = (nbr.contiguous(), torch.where(valid, w, 0).contiguous())
         return self._padded
+
+    def cached_dense(self) -> Tensor:
+        """:meth:`to_dense`, built once and cached (the exported form of small graphs)."""
+        if self._dense is None:
+            self._dense = self.to_dense()
+        return self._dense
 
     def to_dense(self) -> Tensor:
         """Dense ``[num_rows, num_cols]`` matrix (duplicate edges are summed)."""

@@ -355,3 +355,44 @@ def test_readme_onnxruntime_snippet_runs(exported, monkeypatch, tmp_path) -> Non
     exec(compile(code, str(readme), "exec"), scope)
     assert scope["y"].shape == (1, 3, 80, 1)
     assert len(scope["forecast"]) == 80
+
+
+@pytest.mark.parametrize("dense_max", [0, 1 << 22])
+def test_exported_message_passing_forms_match_the_reference(monkeypatch, dense_max) -> None:
+    from conftest import random_graph
+
+    from dynst_fast.graph import CSRGraph
+    from dynst_fast.ops import reference
+
+    monkeypatch.setattr(reference, "EXPORT_DENSE_MAX", dense_max)
+    base = random_graph(17, seed=3)  # self-loops; add a duplicate edge and an empty row
+    rows = base.row_index().tolist() + [4]
+    cols = base.col.tolist() + [int(base.col[base.rowptr[4]])]
+    weight = torch.cat([base.weight, torch.tensor([0.5])])
+    keep = [i for i, r in enumerate(rows) if r != 9]
+    dense = torch.zeros(17, 17)
+    for i in keep:
+        dense[rows[i], cols[i]] += weight[i]
+    graph = CSRGraph.from_edge_index(
+        torch.tensor([[cols[i] for i in keep], [rows[i] for i in keep]]),
+        num_nodes=17,
+        weight=torch.stack([weight[i] for i in keep]),
+    )
+    x = torch.randn(3, 17, 5)
+    gate = torch.rand(17) * (torch.rand(17) > 0.3)
+    want = reference.gated_spmm(graph, x, gate)
+    torch.testing.assert_close(reference.gated_spmm_export(graph, x, gate), want)
+    torch.testing.assert_close((dense * gate) @ x, want)
+    torch.testing.assert_close(reference.gated_spmm_padded(graph, x, gate), want)
+    assert graph.padded_rows()[0].shape == (17, int((graph.rowptr[1:] - graph.rowptr[:-1]).max()))
+
+
+def test_export_through_padded_rows(runs, tmp_path, monkeypatch) -> None:
+    from dynst_fast.ops import reference
+
+    monkeypatch.setattr(reference, "EXPORT_DENSE_MAX", 0)  # force the gather/sum form
+    path = tmp_path / "padded.onnx"
+    meta = ex.export_run(runs[("stgcn", 0.3)], path)
+    assert meta["verification"]["max_rel_error"] <= 1e-4
+    ops_used = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "ReduceSum" in ops_used and ex.non_default_domains(path) == []

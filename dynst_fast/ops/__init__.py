@@ -204,7 +204,7 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
         raise ValueError(f"{op}: gate must have shape [{graph.num_cols}], got {tuple(gate.shape)}")
     check_same_device(op, x=x, gate=gate, graph=graph.col)
     if torch.compiler.is_exporting():  # exported models hold standard ONNX operators only
-        return reference.gated_spmm_padded(graph, x, gate)
+        return reference.gated_spmm_export(graph, x, gate)
     lib = _cpp_graph_ops()
     if (
         lib is not None

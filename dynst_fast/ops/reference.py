@@ -86,6 +86,21 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     return out.index_add(1, rows, msg)
 
 
+# Graphs with at most this many dense entries (16 MB in float32) export as one MatMul.
+EXPORT_DENSE_MAX = 1 << 22
+
+
+def gated_spmm_export(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
+    """``gated_spmm`` in the form exported to ONNX: a MatMul with the gated dense matrix
+    for graphs of at most ``EXPORT_DENSE_MAX`` entries (BLAS beats gathering at that size;
+    measured in ``bench/bench_onnx.py``), else :func:`gated_spmm_padded`. Reads the
+    graph's cached dense / padded arrays, so a trace sees them as constants."""
+    if graph.num_rows * graph.num_cols <= EXPORT_DENSE_MAX:
+        a = graph.cached_dense().to(x.dtype) * gate.to(x.dtype)[None, :]
+        return torch.matmul(a, x)
+    return gated_spmm_padded(graph, x, gate)
+
+
 def gated_spmm_padded(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     """``gated_spmm`` over ``graph.padded_rows()``: gather, multiply, sum; no scatter.
 
