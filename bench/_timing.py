@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -12,6 +13,19 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(description: str, ap: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The kernel benches' shared flags (``--device``, ``--repeats``, ``--threads``) added to
+    ``ap`` (which may hold a bench's own flags), parsed; applies ``--threads``."""
+    ap = ap or argparse.ArgumentParser(description=description)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def machine(device: str) -> str:

@@ -29,7 +29,7 @@ import argparse
 import itertools
 
 import torch
-from _timing import copy_gbps, machine, median_ms, write_result
+from _timing import copy_gbps, machine, median_ms, parse_args, write_result
 
 import dynst_fast.ops  # noqa: F401  (registers torch.ops.dynst_fast.compact / expand)
 
@@ -83,13 +83,8 @@ def bench_one(b: int, n: int, f: int, s: float, device: str, repeats: int) -> di
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--budget-gb", type=float, default=None, help="max size of x (GB)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(ap.description, ap)
     dev = args.device
     budget = args.budget_gb if args.budget_gb is not None else (8.0 if dev == "cuda" else 1.0)
     cuda = dev == "cuda"

@@ -18,11 +18,10 @@ a fraction of the copy bandwidth measured in the same run. Results go to
 
 from __future__ import annotations
 
-import argparse
 import itertools
 
 import torch
-from _timing import copy_gbps, machine, median_ms, write_result
+from _timing import copy_gbps, machine, median_ms, parse_args, write_result
 
 from dynst_fast.ops import reference
 
@@ -77,13 +76,7 @@ def bench_one(shape, s: float, device: str, repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(__doc__.split("\n")[0])
     dev = args.device
     cuda = dev == "cuda"
     head = (

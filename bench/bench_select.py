@@ -20,11 +20,10 @@ do the same two. Results go to ``bench/results/select_<device>.md``.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 
 import torch
-from _timing import machine, median_ms, write_result
+from _timing import machine, median_ms, parse_args, write_result
 
 from dynst_fast import ops
 
@@ -73,13 +72,7 @@ def bench_one(n: int, s: float, kf: float, device: str, repeats: int) -> dict[st
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(__doc__.split("\n")[0])
     dev = args.device
     ops.select_swap(torch.rand(4, device=dev), torch.tensor([True, False] * 2, device=dev), 1)
     head = (
