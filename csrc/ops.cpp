@@ -77,27 +77,28 @@ TORCH_LIBRARY(dynst_fast, m) {
   m.def(
       "csr_transpose(Tensor rowptr, Tensor col, Tensor weight, int num_cols)"
       " -> (Tensor, Tensor, Tensor)");
-  // --- compaction (issue #4). dynst_fast.ops registers the public custom ops
-  // (dynst_fast::compact, ...) in Python; these are their CPU kernels (csrc/cpu/compact.cpp).
-  // out[b, k, :] = x[b, index[k], :] * theta[index[k]] (theta may be None): [B, K, F].
-  m.def("compact_cpu(Tensor x, Tensor? theta, Tensor index) -> Tensor");
-  // [B, n, F]: row index[k] = y[:, k], every other row = fill.
-  m.def("expand_cpu(Tensor y, Tensor index, int n, float fill) -> Tensor");
-  // Backward of compact_cpu with theta: (dx [B, N, F], dtheta [N], or [0] when
-  // need_theta_grad is false), dtheta[j] = sum_{b, f} x[b, j, f] * grad[b, k, f], j = index[k].
+  // out[b, k, :] = x[b, index[k], :] * theta[index[k]] (no scaling when theta is None):
+  // the active sensors [B, K, F] of x [B, N, F]. index: K distinct int64 in [0, N).
+  m.def("compact(Tensor x, Tensor? theta, Tensor index) -> Tensor");
+  // Backward of compact with theta: (dx [B, N, F], dtheta [N], or [0] when need_theta_grad
+  // is false), dx[b, j] = grad[b, k] * theta[j] and dtheta[j] = sum_{b, f} x[b, j, f] *
+  // grad[b, k, f] for j = index[k]; dx is 0 on the other rows.
   m.def(
-      "compact_backward_cpu(Tensor grad, Tensor x, Tensor theta, Tensor index,"
+      "compact_backward(Tensor grad, Tensor x, Tensor theta, Tensor index,"
       " bool need_theta_grad) -> (Tensor, Tensor)");
-  // Indices of the k entries with eligible[i] of smallest key (mode 0: score, 1: -score,
-  // 2: |score|), ordered by (key, index): the CPU kernel of select_swap / prune_lowest
-  // (csrc/cpu/select.cpp). int64 [k].
-  m.def("masked_smallest_cpu(Tensor score, Tensor eligible, int k, int mode) -> Tensor");
+  // [B, n, F]: row index[k] = y[:, k], every other row = fill (the inverse of compact).
+  m.def("expand(Tensor y, Tensor index, int n, float fill) -> Tensor");
   // Active p x p patches of frames [B, T, C, H, W] (zero-padded at the bottom/right,
-  // patches row-major, features (t, c, dy, dx)) times theta[index]: [B, K, T*C*p*p]
-  // (csrc/cpu/patchify.cpp).
-  m.def("patchify_compact_cpu(Tensor frames, Tensor theta, Tensor index, int p) -> Tensor");
+  // patches row-major, features (t, c, dy, dx)) times theta[index]: [B, K, T*C*p*p].
+  m.def("patchify_compact(Tensor frames, Tensor theta, Tensor index, int p) -> Tensor");
   // Its backward: (dframes [B, T, C, H, W], dtheta [N] or [0] when need_theta_grad is false).
   m.def(
-      "patchify_compact_backward_cpu(Tensor grad, Tensor frames, Tensor theta, Tensor index,"
+      "patchify_compact_backward(Tensor grad, Tensor frames, Tensor theta, Tensor index,"
       " int p, bool need_theta_grad) -> (Tensor, Tensor)");
+  // (drop [k], grow [k]) int64: the k active entries of lowest score and the k inactive
+  // ones of highest score, each ordered from the most extreme, ties to the lower index,
+  // -0.0 equal to +0.0. score [N] floating point without NaN, active [N] bool.
+  m.def("select_swap(Tensor score, Tensor active, int k) -> (Tensor, Tensor)");
+  // A new [N] bool mask: active without its k entries of lowest |score| (same ties).
+  m.def("prune_lowest(Tensor score, Tensor active, int k) -> Tensor");
 }

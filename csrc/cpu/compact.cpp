@@ -1,9 +1,9 @@
-// CPU kernels for compact / expand and compact's backward (schemas in csrc/ops.cpp).
+// CPU kernels of compact, expand and compact_backward (schemas in csrc/ops.cpp).
 //
-//   compact_cpu:          out[b, k, :] = x[b, index[k], :] * theta[index[k]]   (theta optional)
-//   expand_cpu:           out[b, j, :] = y[b, inv[j], :] if j is in index, else fill
-//   compact_backward_cpu: dx[b, j, :] = grad[b, inv[j], :] * theta[j] (0 if j is not in
-//                         index) and dtheta[j] = sum_{b, f} x[b, j, f] * grad[b, inv[j], f]
+//   compact:          out[b, k, :] = x[b, index[k], :] * theta[index[k]]   (theta optional)
+//   expand:           out[b, j, :] = y[b, inv[j], :] if j is in index, else fill
+//   compact_backward: dx[b, j, :] = grad[b, inv[j], :] * theta[j] (0 if j is not in
+//                     index) and dtheta[j] = sum_{b, f} x[b, j, f] * grad[b, inv[j], f]
 //
 // One pass each: the theta scale is fused into the copy (PyTorch's x[:, index] *
 // theta[index, None] writes the gathered rows, then reads and writes them again), and
@@ -77,7 +77,7 @@ std::vector<int64_t> inverse(const char* op, const at::Tensor& index, int64_t n)
 
 at::Tensor compact_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& theta_in,
                        const at::Tensor& index) {
-  const char* op = "dynst_fast::compact_cpu";
+  const char* op = "dynst_fast::compact";
   check_rows(op, "x", x_in);
   const at::Tensor x = feature_contiguous(x_in);
   const int64_t B = x.size(0), N = x.size(1), F = x.size(2);
@@ -116,7 +116,7 @@ at::Tensor compact_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& 
 }
 
 at::Tensor expand_cpu(const at::Tensor& y_in, const at::Tensor& index, int64_t n, double fill) {
-  const char* op = "dynst_fast::expand_cpu";
+  const char* op = "dynst_fast::expand";
   check_rows(op, "y", y_in);
   TORCH_CHECK(n >= 0, op, ": n must be >= 0, got ", n);
   const at::Tensor y = feature_contiguous(y_in);
@@ -151,7 +151,7 @@ std::tuple<at::Tensor, at::Tensor> compact_backward_cpu(const at::Tensor& grad_i
                                                         const at::Tensor& theta_in,
                                                         const at::Tensor& index,
                                                         bool need_theta_grad) {
-  const char* op = "dynst_fast::compact_backward_cpu";
+  const char* op = "dynst_fast::compact_backward";
   check_rows(op, "grad", grad_in);
   check_rows(op, "x", x_in);
   const at::Tensor grad = feature_contiguous(grad_in);
@@ -203,9 +203,9 @@ std::tuple<at::Tensor, at::Tensor> compact_backward_cpu(const at::Tensor& grad_i
 }  // namespace
 
 TORCH_LIBRARY_IMPL(dynst_fast, CPU, m) {
-  m.impl("compact_cpu", &compact_cpu);
-  m.impl("expand_cpu", &expand_cpu);
-  m.impl("compact_backward_cpu", &compact_backward_cpu);
+  m.impl("compact", &compact_cpu);
+  m.impl("expand", &expand_cpu);
+  m.impl("compact_backward", &compact_backward_cpu);
 }
 
 }  // namespace dynst_fast

@@ -3,10 +3,10 @@
 // Patches are numbered row-major over the gh x gw grid of p x p patches of an H x W
 // frame zero-padded at the bottom/right; a patch's features are ordered (t, c, dy, dx).
 //
-//   patchify_compact_cpu:  out[b, k, (t, c, dy, dx)] = frames[b, t, c, y, x] * theta[j]
+//   patchify_compact:  out[b, k, (t, c, dy, dx)] = frames[b, t, c, y, x] * theta[j]
 //                          for j = index[k], y = (j / gw) p + dy, x = (j % gw) p + dx
 //                          (0 where (y, x) is padding)
-//   patchify_compact_backward_cpu: dframes (grad * theta on the active patches, 0 on the
+//   patchify_compact_backward: dframes (grad * theta on the active patches, 0 on the
 //                          others; every pixel written once) and dtheta[j] =
 //                          sum_{b, f} patch_j[b, f] * grad[b, k, f], in the same pass.
 //
@@ -74,7 +74,7 @@ at::Tensor w_contiguous(const at::Tensor& t) { return t.stride(4) == 1 ? t : t.c
 
 at::Tensor patchify_compact_cpu(const at::Tensor& frames_in, const at::Tensor& theta_in,
                                 const at::Tensor& index, int64_t p) {
-  const char* op = "dynst_fast::patchify_compact_cpu";
+  const char* op = "dynst_fast::patchify_compact";
   const Geometry g = check_frames(op, frames_in, p);
   const at::Tensor frames = w_contiguous(frames_in);
   const at::Tensor theta = theta_in.contiguous();
@@ -121,7 +121,7 @@ at::Tensor patchify_compact_cpu(const at::Tensor& frames_in, const at::Tensor& t
 std::tuple<at::Tensor, at::Tensor> patchify_compact_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& frames_in, const at::Tensor& theta_in,
     const at::Tensor& index, int64_t p, bool need_theta_grad) {
-  const char* op = "dynst_fast::patchify_compact_backward_cpu";
+  const char* op = "dynst_fast::patchify_compact_backward";
   const Geometry g = check_frames(op, frames_in, p);
   const at::Tensor frames = w_contiguous(frames_in);
   const at::Tensor theta = theta_in.contiguous();
@@ -191,8 +191,8 @@ std::tuple<at::Tensor, at::Tensor> patchify_compact_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(dynst_fast, CPU, m) {
-  m.impl("patchify_compact_cpu", &patchify_compact_cpu);
-  m.impl("patchify_compact_backward_cpu", &patchify_compact_backward_cpu);
+  m.impl("patchify_compact", &patchify_compact_cpu);
+  m.impl("patchify_compact_backward", &patchify_compact_backward_cpu);
 }
 
 }  // namespace dynst_fast

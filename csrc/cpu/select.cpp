@@ -1,7 +1,7 @@
-// CPU kernel for masked bottom-k selection (schema in csrc/ops.cpp), behind select_swap
-// and prune_lowest:
+// CPU kernels of select_swap and prune_lowest (schemas in csrc/ops.cpp), both built on
+// one masked bottom-k selection:
 //
-//   masked_smallest_cpu(score [N], eligible [N] bool, k, mode) -> int64 [k]
+//   masked_smallest(score [N], eligible [N] bool, k, mode) -> int64 [k]
 //
 // the indices of the k eligible entries of smallest key, ordered by (key, index), where
 // key = score (mode 0), -score (mode 1) or |score| (mode 2); -0.0 == +0.0. Ties go to
@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -33,10 +34,13 @@ namespace {
 
 using KeyIndex = std::pair<double, int64_t>;  // lexicographic order = (key, index)
 
+// What is ranked: the score, its negation (largest first) or its magnitude.
+enum Mode : int64_t { kSmallest = 0, kLargest = 1, kSmallestAbs = 2 };
+
 template <typename T>
 T apply_mode(T v, int64_t mode) {
-  if (mode == 1) v = -v;
-  if (mode == 2) v = std::fabs(v);
+  if (mode == kLargest) v = -v;
+  if (mode == kSmallestAbs) v = std::fabs(v);
   return v + T(0);  // + 0 folds -0.0 onto +0.0
 }
 
@@ -71,9 +75,8 @@ at::Tensor pick_wide(const char* op, const double* s, const bool* e, int64_t n, 
   return out;
 }
 
-at::Tensor masked_smallest_cpu(const at::Tensor& score_in, const at::Tensor& eligible_in,
-                               int64_t k, int64_t mode) {
-  const char* op = "dynst_fast::masked_smallest_cpu";
+at::Tensor masked_smallest(const char* op, const at::Tensor& score_in,
+                           const at::Tensor& eligible_in, int64_t k, int64_t mode) {
   check_cpu(op, "score", score_in);
   check_cpu(op, "eligible", eligible_in);
   TORCH_CHECK(score_in.dim() == 1 && at::isFloatingType(score_in.scalar_type()), op,
@@ -81,7 +84,6 @@ at::Tensor masked_smallest_cpu(const at::Tensor& score_in, const at::Tensor& eli
               score_in.scalar_type());
   TORCH_CHECK(eligible_in.scalar_type() == at::kBool && eligible_in.sizes() == score_in.sizes(),
               op, ": eligible must be a bool tensor shaped like score");
-  TORCH_CHECK(mode >= 0 && mode <= 2, op, ": mode must be 0, 1 or 2, got ", mode);
   const at::Tensor score = score_in.contiguous();
   const at::Tensor eligible = eligible_in.contiguous();
   const int64_t n = score.numel();
@@ -96,7 +98,7 @@ at::Tensor masked_smallest_cpu(const at::Tensor& score_in, const at::Tensor& eli
   std::vector<uint64_t> keys(static_cast<size_t>(n));
   size_t count = 0;
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, score.scalar_type(), "masked_smallest_cpu", [&] {
+      at::kHalf, at::kBFloat16, score.scalar_type(), "masked_smallest", [&] {
         const scalar_t* s = score.data_ptr<scalar_t>();
         for (int64_t i = 0; i < n; ++i) {  // branch-free: the mask is often random
           const float v = apply_mode(static_cast<float>(s[i]), mode);
@@ -115,8 +117,30 @@ at::Tensor masked_smallest_cpu(const at::Tensor& score_in, const at::Tensor& eli
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor> select_swap_cpu(const at::Tensor& score,
+                                                    const at::Tensor& active, int64_t k) {
+  const char* op = "dynst_fast::select_swap";
+  check_cpu(op, "active", active);
+  TORCH_CHECK(active.scalar_type() == at::kBool, op, ": active must be a bool tensor");
+  return {masked_smallest(op, score, active, k, kSmallest),
+          masked_smallest(op, score, active.logical_not(), k, kLargest)};
+}
+
+at::Tensor prune_lowest_cpu(const at::Tensor& score, const at::Tensor& active, int64_t k) {
+  const char* op = "dynst_fast::prune_lowest";
+  at::Tensor drop = masked_smallest(op, score, active, k, kSmallestAbs);
+  at::Tensor out = active.clone(at::MemoryFormat::Contiguous);
+  bool* o = out.data_ptr<bool>();
+  const int64_t* d = drop.data_ptr<int64_t>();
+  for (int64_t i = 0; i < drop.numel(); ++i) o[d[i]] = false;
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(dynst_fast, CPU, m) { m.impl("masked_smallest_cpu", &masked_smallest_cpu); }
+TORCH_LIBRARY_IMPL(dynst_fast, CPU, m) {
+  m.impl("select_swap", &select_swap_cpu);
+  m.impl("prune_lowest", &prune_lowest_cpu);
+}
 
 }  // namespace dynst_fast

@@ -61,6 +61,16 @@ def check_mask(active: object, n: int, op: str) -> Tensor:
     return active
 
 
+def check_scores(score: object, active: object, op: str) -> Tensor:
+    """``score [N]`` floating point and ``active [N]`` bool on one device; returns active."""
+    score = check_tensor("score", score, op)
+    check_rank("score", score, 1, "[N]", op)
+    check_float("score", score, op)
+    active = check_mask(active, score.numel(), op)
+    check_same_device(op, score=score, active=active)
+    return active
+
+
 def check_no_nan(name: str, t: Tensor, op: str) -> None:
     if bool(torch.isnan(t).any()):
         raise ValueError(f"{op}: {name} has NaN entries (NaN scores cannot be ranked)")
@@ -74,3 +84,53 @@ def check_k(k: object, available: int, what: str, op: str) -> int:
     if k > available:
         raise ValueError(f"{op}: k = {k} is larger than the {available} {what} sensors")
     return k
+
+
+# ------------------------------------------------------------------ fake-kernel checks
+# These run on fake tensors too (torch._check), for the fake kernels of the graph ops.
+def check_csr_arrays(op: str, rowptr: Tensor, col: Tensor, weight: Tensor, num_rows: int) -> None:
+    """CSR arrays of a graph with ``num_rows`` rows: dtypes and shapes."""
+    torch._check(
+        rowptr.dtype == torch.int64 and col.dtype == torch.int64,
+        lambda: f"{op}: rowptr and col must be int64",
+    )
+    torch._check(weight.is_floating_point(), lambda: f"{op}: weight must be floating point")
+    torch._check(
+        rowptr.dim() == 1 and rowptr.shape[0] == num_rows + 1,
+        lambda: f"{op}: rowptr must have {num_rows + 1} entries, got {tuple(rowptr.shape)}",
+    )
+    torch._check(
+        col.dim() == 1 and weight.dim() == 1 and weight.shape[0] == col.shape[0],
+        lambda: f"{op}: col and weight must be 1-D with one entry per edge",
+    )
+
+
+def check_select_arrays(
+    op: str, rowptr: Tensor, col: Tensor, weight: Tensor, index: Tensor
+) -> None:
+    """Arguments of induce_subgraph / bipartite: a CSR and an int64 ``[K]`` index."""
+    torch._check(
+        rowptr.dtype == torch.int64 and col.dtype == torch.int64 and index.dtype == torch.int64,
+        lambda: f"{op}: rowptr, col and index must be int64",
+    )
+    torch._check(weight.is_floating_point(), lambda: f"{op}: weight must be floating point")
+    torch._check(
+        rowptr.dim() == 1 and col.dim() == 1 and weight.dim() == 1 and index.dim() == 1,
+        lambda: f"{op}: rowptr, col, weight and index must be 1-D",
+    )
+    torch._check(rowptr.shape[0] >= 1, lambda: f"{op}: rowptr must have num_rows + 1 >= 1 entries")
+    torch._check(
+        weight.shape[0] == col.shape[0],
+        lambda: f"{op}: weight has {weight.shape[0]} entries but col has {col.shape[0]}",
+    )
+
+
+def check_graph_index(graph: object, index: object, op: str) -> Tensor:
+    """The graph is a ``CSRGraph`` and index a valid ``[K]`` column index on its device."""
+    from ..graph import CSRGraph
+
+    if not isinstance(graph, CSRGraph):
+        raise TypeError(f"{op}: graph must be a CSRGraph, got {type(graph).__name__}")
+    index = check_index(index, graph.num_cols, op)
+    check_same_device(op, graph=graph.col, index=index)
+    return index

@@ -1,21 +1,34 @@
-"""Plain PyTorch reference implementations of every op in ``dynst_fast.ops``.
+"""Plain PyTorch reference of every op in ``dynst_fast.ops``, and of their backward ops.
 
-These are the ground truth for tests. They do no argument checking: call the
-public functions in ``dynst_fast.ops`` for that.
+These are the ground truth for tests and the kernels ``DYNST_BACKEND=reference`` runs.
+They do no argument checking: call the public functions in ``dynst_fast.ops`` for that.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..graph import CSRGraph
+from ..morph import PatchGrid, image_to_stream, stream_to_image
 
 
-def compact(x: Tensor, theta: Tensor, index: Tensor) -> Tensor:
-    """``x[B, N, F]`` -> ``x[:, index] * theta[index, None]`` of shape ``[B, K, F]``."""
-    return x[:, index] * theta[index].to(x.dtype)[None, :, None]
+def compact(x: Tensor, theta: Tensor | None, index: Tensor) -> Tensor:
+    """``x[B, N, F]`` -> ``x[:, index] * theta[index, None]`` of shape ``[B, K, F]``
+    (no scaling when theta is None)."""
+    out = x[:, index]
+    return out if theta is None else out * theta[index].to(x.dtype)[None, :, None]
+
+
+def compact_backward(
+    grad: Tensor, x: Tensor, theta: Tensor, index: Tensor, need_theta_grad: bool
+) -> tuple[Tensor, Tensor]:
+    """``(dx [B, N, F], dtheta [N] or [0])`` of :func:`compact` for ``grad [B, K, F]``."""
+    dx = expand(grad * theta[index][None, :, None], index, x.shape[1])
+    if not need_theta_grad:
+        return dx, x.new_empty(0)
+    per_sensor = (x[:, index] * grad).sum(dim=(0, 2))
+    return dx, x.new_zeros(x.shape[1]).index_copy(0, index, per_sensor)
 
 
 def expand(y: Tensor, index: Tensor, n: int, fill: float = 0.0) -> Tensor:
@@ -25,23 +38,29 @@ def expand(y: Tensor, index: Tensor, n: int, fill: float = 0.0) -> Tensor:
 
 
 def patchify(frames: Tensor, p: int) -> Tensor:
-    """Stream morph of images: ``[B, T, C, H, W]`` -> ``[B, N, T*C*p*p]``.
-
-    H and W are zero-padded at the bottom and right up to a multiple of ``p``.
-    Patches are numbered row-major over the patch grid; features are ordered
-    ``(t, c, dy, dx)``.
-    """
-    b, t, c, h, w = frames.shape
-    ph, pw = -h % p, -w % p
-    x = F.pad(frames, (0, pw, 0, ph))
-    gh, gw = (h + ph) // p, (w + pw) // p
-    x = x.reshape(b, t, c, gh, p, gw, p).permute(0, 3, 5, 1, 2, 4, 6)
-    return x.reshape(b, gh * gw, t * c * p * p)
+    """Stream morph of images: ``[B, T, C, H, W]`` -> ``[B, N, T*C*p*p]``
+    (``morph.image_to_stream``: zero padding at the bottom/right, patches row-major,
+    features ``(t, c, dy, dx)``)."""
+    return image_to_stream(frames, p)[0]
 
 
 def patchify_compact(frames: Tensor, theta: Tensor, index: Tensor, p: int) -> Tensor:
     """Patchify then compact: ``[B, T, C, H, W]`` -> ``[B, K, T*C*p*p]``."""
     return compact(patchify(frames, p), theta, index)
+
+
+def patchify_compact_backward(
+    grad: Tensor, frames: Tensor, theta: Tensor, index: Tensor, p: int, need_theta_grad: bool
+) -> tuple[Tensor, Tensor]:
+    """``(dframes [B, T, C, H, W], dtheta [N] or [0])`` of :func:`patchify_compact`."""
+    b, t, c, h, w = frames.shape
+    grid = PatchGrid(int(h), int(w), int(p))
+    dpatches = expand(grad * theta[index][None, :, None], index, grid.num_patches)
+    dframes = stream_to_image(dpatches, grid, t, c).contiguous()
+    if not need_theta_grad:
+        return dframes, theta.new_empty(0)
+    per_patch = (patchify(frames, p)[:, index] * grad).sum(dim=(0, 2))
+    return dframes, theta.new_zeros(grid.num_patches).index_copy(0, index, per_patch)
 
 
 def _ordered_pick(key: Tensor, eligible: Tensor, k: int) -> Tensor:
@@ -63,15 +82,12 @@ def select_swap(score: Tensor, active: Tensor, k: int) -> tuple[Tensor, Tensor]:
     ``|grad|`` for DynST's Eqs. 5-6).
     """
     s = score.detach().to(torch.float64)
-    drop = _ordered_pick(s, active, k)
-    grow = _ordered_pick(-s, ~active, k)
-    return drop, grow
+    return _ordered_pick(s, active, k), _ordered_pick(-s, ~active, k)
 
 
 def prune_lowest(score: Tensor, active: Tensor, k: int) -> Tensor:
     """New active mask without the ``k`` active sensors of lowest ``|score|`` (Eq. 4)."""
-    s = score.detach().abs().to(torch.float64)
-    drop = _ordered_pick(s, active, k)
+    drop = _ordered_pick(score.detach().abs().to(torch.float64), active, k)
     out = active.clone()
     out[drop] = False
     return out
@@ -86,69 +102,52 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     return out.index_add(1, rows, msg)
 
 
-# Graphs with at most this many dense entries (16 MB in float32) export as one MatMul.
-EXPORT_DENSE_MAX = 1 << 22
-
-
-def gated_spmm_export(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
-    """``gated_spmm`` in the form exported to ONNX: a MatMul with the gated dense matrix
-    for graphs of at most ``EXPORT_DENSE_MAX`` entries (BLAS beats gathering at that size;
-    measured in ``bench/bench_onnx.py``), else :func:`gated_spmm_padded`. Reads the
-    graph's cached dense / padded arrays, so a trace sees them as constants."""
-    if graph.num_rows * graph.num_cols <= EXPORT_DENSE_MAX:
-        a = graph.cached_dense().to(x.dtype) * gate.to(x.dtype)[None, :]
-        return torch.matmul(a, x)
-    return gated_spmm_padded(graph, x, gate)
-
-
-def gated_spmm_padded(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
-    """``gated_spmm`` over ``graph.padded_rows()``: gather, multiply, sum; no scatter.
-
-    The form exported to ONNX: Gather/Mul/ReduceSum are deterministic in every runtime,
-    while a scatter-add with repeated targets races in onnxruntime's threaded CPU kernel.
-    """
-    nbr, w = graph.padded_rows()
-    b, r, d, f = x.shape[0], graph.num_rows, nbr.shape[1], x.shape[2]
-    if d == 0:
-        return x.new_zeros(b, r, f)
-    wg = w.to(x.dtype) * gate.to(x.dtype)[nbr]
-    msg = x[:, nbr.reshape(-1)].reshape(b, r, d, f)
-    return (msg * wg[None, :, :, None]).sum(dim=2)
+def gated_spmm_backward(
+    graph_t: CSRGraph, x: Tensor, gate: Tensor, grad_out: Tensor, need_gate_grad: bool
+) -> tuple[Tensor, Tensor]:
+    """``(grad_x, grad_gate)`` of :func:`gated_spmm` from the transposed graph ``A^T``:
+    with ``y = A^T grad_out``, ``grad_x = gate * y`` and ``grad_gate[j] = sum x_j * y_j``
+    (zeros when ``need_gate_grad`` is false)."""
+    y = gated_spmm(graph_t, grad_out, grad_out.new_ones(graph_t.num_cols))
+    grad_x = y * gate.to(y.dtype)[None, :, None]
+    if not need_gate_grad:
+        return grad_x, torch.zeros_like(gate)
+    return grad_x, (x * y).sum(dim=(0, 2)).to(gate.dtype)
 
 
 def induce_subgraph(graph: CSRGraph, index: Tensor) -> CSRGraph:
     """CSR of ``A[index][:, index]`` relabelled to ``0..K-1``, edge order kept."""
-    n = graph.num_cols
-    relabel = torch.full((n,), -1, dtype=torch.int64, device=index.device)
-    relabel[index] = torch.arange(index.numel(), device=index.device)
-    starts, ends = graph.rowptr[index], graph.rowptr[index + 1]
-    pieces_col, pieces_w, counts = [], [], []
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        c = relabel[graph.col[s:e]]
-        keep = c >= 0
-        pieces_col.append(c[keep])
-        pieces_w.append(graph.weight[s:e][keep])
-        counts.append(int(keep.sum()))
-    return _assemble(pieces_col, pieces_w, counts, index.numel(), graph)
+    return _select_columns(graph, index, rows=index)
 
 
 def bipartite(graph: CSRGraph, index: Tensor) -> CSRGraph:
     """CSR of ``A[:, index]`` (shape ``[num_rows, K]``), columns relabelled, order kept."""
+    return _select_columns(graph, index, rows=None)
+
+
+def _select_columns(graph: CSRGraph, index: Tensor, rows: Tensor | None) -> CSRGraph:
+    """The edges of rows ``rows`` (all rows if None) whose source is in ``index``, sources
+    relabelled to their position in ``index``, edge order kept."""
     relabel = torch.full((graph.num_cols,), -1, dtype=torch.int64, device=index.device)
     relabel[index] = torch.arange(index.numel(), device=index.device)
-    c = relabel[graph.col]
+    row_of_edge = graph.row_index()
+    edge_rows = torch.arange(graph.num_rows, device=graph.device)
+    if rows is not None:  # the edges of rows `rows`, in that row order
+        counts = graph.rowptr[rows + 1] - graph.rowptr[rows]
+        starts = torch.repeat_interleave(graph.rowptr[rows], counts)
+        offsets = torch.arange(int(counts.sum()), device=graph.device)
+        offsets = offsets - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        edges = starts + offsets
+        row_of_edge = torch.repeat_interleave(
+            torch.arange(rows.numel(), device=graph.device), counts
+        )
+        edge_rows = torch.arange(rows.numel(), device=graph.device)
+    else:
+        edges = torch.arange(graph.num_edges, device=graph.device)
+    c = relabel[graph.col[edges]]
     keep = c >= 0
-    rows = graph.row_index()[keep]
-    counts = torch.bincount(rows, minlength=graph.num_rows)
-    rowptr = torch.zeros(graph.num_rows + 1, dtype=torch.int64, device=graph.device)
+    counts = torch.bincount(row_of_edge[keep], minlength=edge_rows.numel())
+    rowptr = torch.zeros(edge_rows.numel() + 1, dtype=torch.int64, device=graph.device)
     rowptr[1:] = torch.cumsum(counts, 0)
-    return CSRGraph(rowptr, c[keep], graph.weight[keep], num_cols=index.numel(), validate=False)
-
-
-def _assemble(cols, ws, counts, k: int, like: CSRGraph) -> CSRGraph:
-    rowptr = torch.zeros(k + 1, dtype=torch.int64, device=like.device)
-    if k:
-        rowptr[1:] = torch.cumsum(torch.tensor(counts, dtype=torch.int64, device=like.device), 0)
-    col = torch.cat(cols) if cols else like.col.new_zeros(0)
-    w = torch.cat(ws) if ws else like.weight.new_zeros(0)
-    return CSRGraph(rowptr, col, w, num_cols=k, validate=False)
+    weight = graph.weight[edges][keep]
+    return CSRGraph(rowptr, c[keep], weight, num_cols=index.numel(), validate=False)
