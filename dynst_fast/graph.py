@@ -33,6 +33,7 @@ class CSRGraph:
         "_transpose",
         "_padded",
         "_dense",
+        "_copies",
     )
 
     def __init__(
@@ -65,6 +66,7 @@ class CSRGraph:
         self._transpose: CSRGraph | None = None
         self._padded: tuple[Tensor, Tensor] | None = None
         self._dense: Tensor | None = None
+        self._copies: dict[torch.device, CSRGraph] = {}
         if validate:
             self.validate()
 
@@ -251,6 +253,17 @@ class CSRGraph:
     def cached_transpose(self) -> CSRGraph | None:
         """The transpose if :meth:`transpose` has built it already, else ``None``."""
         return self._transpose
+
+    def on(self, device: torch.device | str) -> CSRGraph:
+        """This graph on ``device``: itself if it is there, else a copy made once and
+        cached, so that every module holding the graph shares one copy (and its cached
+        transpose) per device."""
+        device = torch.device(device)
+        if device == self.device or (device.index is None and device.type == self.device.type):
+            return self
+        if device not in self._copies:
+            self._copies[device] = self.to(device)
+        return self._copies[device]
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         """Move to a device and/or cast the weights; returns a new graph."""

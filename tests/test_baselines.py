@@ -28,7 +28,7 @@ from dynst_fast.graph import CSRGraph
 def test_los_loop_quoted_figures(los_loop_dir: Path):
     """12 steps in, 3 out, 8:1:1: linear AR 3.22 mph and last value 3.27 mph test MAE."""
     splits = make_windows(load_graph_dataset(los_loop_dir), t_in=12, t_out=3)
-    res = run_baselines(splits)
+    res = run_baselines(splits, load_graph_dataset(los_loop_dir).sensor_space())
     assert res["linear_ar"]["mae"] == pytest.approx(3.22, abs=0.01)
     assert res["last_value"]["mae"] == pytest.approx(3.27, abs=0.01)
     assert res["linear_ar"]["count"] == 188 * 3 * 207
@@ -53,7 +53,7 @@ def test_last_value_forecast():
 
 def test_persistence_is_exact_on_a_constant_series():
     v = np.tile(np.array([3.0, 7.0]), (60, 1))
-    res = persistence_baseline(make_windows(_toy(v), 4, 2))
+    res = persistence_baseline(make_windows(_toy(v), 4, 2), _toy(v).sensor_space())
     assert res["mae"] == pytest.approx(0.0, abs=1e-6)
 
 
@@ -74,8 +74,9 @@ def test_linear_ar_recovers_a_noiseless_ar_process():
     true1 = 0.6 * xo[:, -1] - 0.3 * xo[:, -2] + 2.0
     fit1 = splits.denormalize(pred)[:, 0, :, 0].double()
     assert (fit1 - true1).abs().max() < 0.03  # estimation error << noise std 0.1
-    ar = linear_ar_baseline(splits)
-    last = persistence_baseline(splits)
+    space = _toy(v).sensor_space()
+    ar = linear_ar_baseline(splits, space)
+    last = persistence_baseline(splits, space)
     assert ar["mae"] < 0.85 * last["mae"]
     assert pred.shape == y.shape and pred.dtype == torch.float32
 
@@ -87,7 +88,7 @@ def test_linear_ar_skips_nan_targets_and_handles_channels():
     splits = make_windows(_toy(v), 6, 3)
     model = LinearAR().fit(*splits.train.tensors())
     assert model.weight.shape == (4, 6 * 2 + 1, 3 * 2) and torch.isfinite(model.weight).all()
-    res = run_baselines(splits)
+    res = run_baselines(splits, _toy(v).sensor_space())
     assert set(res) == {"last_value", "linear_ar"} and np.isfinite(res["linear_ar"]["mae"])
     with pytest.raises(RuntimeError, match="fit"):
         LinearAR().predict(torch.zeros(1, 6, 4, 2))
@@ -95,8 +96,8 @@ def test_linear_ar_skips_nan_targets_and_handles_channels():
 
 def test_synthetic_baselines_leave_room_for_graph_models():
     """On the planted network a per-sensor AR beats persistence, but is far from perfect."""
-    splits = make_windows(synthetic_sensor_network(), 12, 12)
-    res = run_baselines(splits)
+    ds = synthetic_sensor_network()
+    res = run_baselines(make_windows(ds, 12, 12), ds.sensor_space())
     assert res["linear_ar"]["mae"] < res["last_value"]["mae"]
     mh = res["linear_ar"]["mae_per_horizon"]
     assert mh[0] < mh[-1]

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dynst_fast.models import GatedViT, InputMasked, SimVP, build_image_model
+from dynst_fast.models import GatedViT, InputMasked, SimVP, build_backbone
 from dynst_fast.morph import PatchGrid
+from dynst_fast.sensors import PatchSensors
 
 H, W, P, T_IN, T_OUT, C = 11, 13, 3, 4, 3, 2  # padded to 12 x 15: 4 x 5 = 20 patches
 N = 20
@@ -17,9 +18,9 @@ N = 20
 def _vit(seed: int = 0, **kw) -> GatedViT:
     torch.manual_seed(seed)
     opts = {"dim": 16, "depth": 2, "heads": 2, "decoder_dim": 8, "decoder_heads": 2, **kw}
-    model = GatedViT(H, W, P, T_IN, T_OUT, C, **opts).eval()
+    model = GatedViT(PatchGrid(H, W, P), T_IN, T_OUT, C, **opts).eval()
     with torch.no_grad():  # a trained-looking mask token, not the zero init
-        model.mask_token.normal_()
+        model.decoder.mask_token.normal_()
     return model
 
 
@@ -128,15 +129,16 @@ def test_vit_bad_input() -> None:
     with pytest.raises(ValueError, match="active patches"):
         comp(torch.randn(1, 3, T_IN * C * P * P))
     with pytest.raises(ValueError, match="smaller than the patch size"):
-        GatedViT(2, 8, 3, T_IN, T_OUT)
+        GatedViT(PatchGrid(2, 8, 3), T_IN, T_OUT)
     with pytest.raises(ValueError, match="patch size p must be a positive int"):
-        GatedViT(8, 8, 0, T_IN, T_OUT)
+        GatedViT(PatchGrid(8, 8, 0), T_IN, T_OUT)
 
 
 def test_simvp_through_input_masked() -> None:
     grid = PatchGrid(H, W, P)
     torch.manual_seed(0)
-    model = build_image_model("simvp", grid, T_IN, T_OUT, C, hidden=4, translator=8).eval()
+    options = {"hidden": 4, "translator": 8}
+    model = build_backbone("simvp", PatchSensors(grid), T_IN, T_OUT, C, options).eval()
     assert isinstance(model, InputMasked) and isinstance(model.model, SimVP)
     assert model.gives_speedup is False
     idx, theta, a = _active(8, 2)

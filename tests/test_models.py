@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import random_graph
+from graph_cases import DEVICE, csr_from_edges, needs_cuda_kernels, random_edges
 from torch.utils.flop_counter import FlopCounterMode
 
-from dynst_fast.models import GatedSTGCN, InputMasked, build_graph_model
+from dynst_fast.models import GatedSTGCN, InputMasked, build_backbone
+from dynst_fast.sensors import GraphSensors
 
 
 def _model(n: int = 23, t_in: int = 12, t_out: int = 3, c: int = 2, seed: int = 0) -> GatedSTGCN:
@@ -102,8 +104,9 @@ def test_compact_shares_parameters() -> None:
 
 def test_input_masked_equivalence() -> None:
     n = 23
-    inner = build_graph_model("stgcn", random_graph(n), 12, 3, 2, hidden=8).eval()
-    model = InputMasked(inner, n)
+    space = GraphSensors(random_graph(n))
+    inner = build_backbone("stgcn", space, 12, 3, 2, {"hidden": 8}).eval()
+    model = InputMasked(inner, space, 12, 3, 2)
     idx, theta = _gate(n, 10, 5)
     active = torch.zeros(n)
     active[idx] = 1
@@ -140,3 +143,37 @@ def test_bad_gate_and_index() -> None:
     comp = model.compact(torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="x must have shape"):
         comp(torch.randn(1, 12, 3, 2))
+
+
+# --------------------------------------------------------------------------- on the GPU
+@needs_cuda_kernels
+def test_gated_and_compact_stgcn_on_device_match_cpu():
+    """The graph backbone and its compacted form run the device's graph kernels, in
+    training (gradients) and in inference, and agree with the CPU kernels."""
+    edges = random_edges(16, 16, 60, seed=2)
+    graph = csr_from_edges([(i, j, abs(w)) for i, j, w in edges], 16, 16, torch.float32)
+    torch.manual_seed(0)
+    model = GatedSTGCN(graph, t_in=6, t_out=2, hidden=8, readout=8, embed=4)
+    x = torch.randn(3, 6, 16, 1)
+    gate = torch.rand(16)
+    gate[::4] = 0.0
+    active = torch.nonzero(gate).flatten()
+
+    def run(m, dev):
+        m.zero_grad()
+        g = gate.to(dev).requires_grad_()
+        out = m(x.to(dev), g)
+        out.square().sum().backward()
+        with torch.no_grad():
+            compact = m.compact(active.to(dev), gate.to(dev))(x[:, :, active].to(dev))
+        grads = [p.grad.cpu().clone() for p in m.parameters()]
+        return out.detach().cpu(), g.grad.cpu(), grads, compact.cpu()
+
+    expect = run(model, torch.device("cpu"))
+    got = run(model.to(DEVICE), DEVICE)
+    torch.testing.assert_close(got[0], expect[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[1], expect[1], rtol=1e-4, atol=1e-5)
+    for u, v in zip(got[2], expect[2], strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[3], expect[3], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[3], got[0], rtol=1e-4, atol=1e-5)  # equivalence rule

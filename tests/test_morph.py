@@ -13,11 +13,11 @@ from dynst_fast.morph import (
     gate_to_pixels,
     graph_to_stream,
     image_to_stream,
-    select_sensors,
     stream_to_graph,
     stream_to_image,
 )
 from dynst_fast.ops import reference
+from dynst_fast.sensors import select_sensors
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 7), st.integers(1, 4))
 

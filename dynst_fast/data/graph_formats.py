@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..graph import CSRGraph
+from ..sensors import GraphSensors
 
 VALUE_FILES = ("speed.csv", "values.csv", "values.npy", "values.npz")
 ADJ_FILES = ("adj.csv", "adj.npy", "edges.csv")
@@ -64,6 +65,19 @@ class GraphDataset:
         if self.planted is None:
             return None
         return 1.0 - len(self.planted) / self.num_sensors
+
+    kind = "graph"
+    values_layout = "[T, N, C]"
+
+    def sensor_space(self, patch: int | None = None) -> GraphSensors:
+        """The nodes of the network as sensors (``patch`` is for grids; ignored)."""
+        return GraphSensors(
+            self.adjacency, self.sensor_ids, self.planted, self.coords, self.geographic
+        )
+
+    def cell_name(self, cell: tuple[int, ...]) -> str:
+        """How errors name the value at ``[sensor, channel]`` of ``values[t]``."""
+        return f"sensor {self.sensor_ids[cell[0]]!r}"
 
 
 def shared_data_dir() -> Path:

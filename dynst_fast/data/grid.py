@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..morph import PatchGrid
+from ..sensors import PatchSensors
 from .graph_formats import ADJ_FILES, VALUE_FILES
 from .synthetic import _drivers, _farthest_points
 
@@ -51,6 +52,25 @@ class GridDataset:
     @property
     def width(self) -> int:
         return int(self.values.shape[3])
+
+    kind = "grid"
+    values_layout = "[T, C, H, W]"
+
+    def sensor_space(self, patch: int) -> PatchSensors:
+        """The ``patch x patch`` patches of the field as sensors (clear error if the field
+        is smaller than a patch)."""
+        return PatchSensors(
+            self.patch_grid(patch),
+            planted=self.planted_for(patch),
+            frame=self.values[-1, 0],
+            latitude=self.latitude,
+            longitude=self.longitude,
+            units=self.units,
+        )
+
+    def cell_name(self, cell: tuple[int, ...]) -> str:
+        """How errors name the value at ``[channel, row, column]`` of ``values[t]``."""
+        return f"cell {cell}"
 
     def patch_grid(self, patch: int) -> PatchGrid:
         """The :class:`PatchGrid` of this field for patch size ``patch`` (clear error if the

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .graph_formats import GraphDataset
-from .grid import GridDataset
+from ..config import DataConfig
+from .formats import Dataset as AnyDataset
 
 
 class WindowDataset(Dataset):
@@ -57,7 +57,12 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return self._n
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, i: int | list[int] | Tensor) -> tuple[Tensor, Tensor]:
+        """Window ``i`` (``x [t_in, ...]``, ``y [t_out, ...]``), or, for a list or 1-D tensor
+        of indices, that batch of windows at once (``x [b, t_in, ...]``, ``y [b, t_out,
+        ...]``: the same values as stacking the windows one by one)."""
+        if isinstance(i, (list, tuple, Tensor)):
+            return self._batch(torch.as_tensor(i, dtype=torch.int64).reshape(-1))
         i = int(i)
         if i < 0:
             i += self._n
@@ -65,6 +70,14 @@ class WindowDataset(Dataset):
             raise IndexError(f"window index out of range for {self._n} windows")
         s = i + self.t_in
         return self._x[i:s].clone(), self._y[s : s + self.t_out].clone()
+
+    def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        if idx.numel() and (int(idx.min()) < -self._n or int(idx.max()) >= self._n):
+            raise IndexError(f"window index out of range for {self._n} windows")
+        idx = torch.where(idx < 0, idx + self._n, idx)
+        x = self._x[idx[:, None] + torch.arange(self.t_in)]
+        y = self._y[idx[:, None] + self.t_in + torch.arange(self.t_out)]
+        return x, y
 
     def tensors(self) -> tuple[Tensor, Tensor]:
         """All windows stacked: X ``[W, t_in, ...]``, Y ``[W, t_out, ...]`` (for small sets)."""
@@ -78,15 +91,9 @@ class WindowDataset(Dataset):
         return int(self._y.shape[1])
 
     def __repr__(self) -> str:
-        shape = self._y.shape[1:]
-        what = (
-            f"sensors={shape[0]}, channels={shape[1]}"
-            if len(shape) == 2
-            else f"channels={shape[0]}, height={shape[1]}, width={shape[2]}"
-        )
         return (
             f"WindowDataset(windows={self._n}, t_in={self.t_in}, t_out={self.t_out}, "
-            f"{what}, start={self.start})"
+            f"step={tuple(self._y.shape[1:])}, start={self.start})"
         )
 
 
@@ -102,6 +109,7 @@ class WindowSplits:
     std: np.ndarray  # same shape, original units
     t_in: int
     t_out: int
+    axes: tuple[str, ...] = ("N", "C")  # names of the axes of mean / std, for messages
 
     def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
         if not isinstance(like, Tensor):
@@ -110,17 +118,9 @@ class WindowSplits:
         m = torch.as_tensor(self.mean, dtype=dtype, device=like.device)
         s = torch.as_tensor(self.std, dtype=dtype, device=like.device)
         if like.dim() < m.dim() or tuple(like.shape[-m.dim() :]) != tuple(m.shape):
-            want = ", ".join(f"{k}={v}" for k, v in zip(self._axes(), m.shape, strict=True))
+            want = ", ".join(f"{k}={v}" for k, v in zip(self.axes, m.shape, strict=True))
             raise ValueError(f"expected a tensor [..., {want}], got {tuple(like.shape)}")
         return m, s
-
-    def _axes(self) -> tuple[str, ...]:
-        return ("N", "C") if np.ndim(self.mean) == 2 else ("C", "H", "W")
-
-    @property
-    def is_grid(self) -> bool:
-        """True for grid data (windows ``[W, T, C, H, W]``)."""
-        return np.ndim(self.mean) == 3
 
     def normalize(self, x: Tensor) -> Tensor:
         """Original units -> normalised, on ``[..., N, C]`` / ``[..., C, H, W]`` (NaN stays NaN)."""
@@ -148,9 +148,9 @@ def split_bounds(num_steps: int, split: Sequence[float]) -> tuple[int, int]:
 
 
 def make_windows(
-    ds: GraphDataset | GridDataset,
-    t_in: int = 12,
-    t_out: int = 12,
+    ds: AnyDataset,
+    t_in: int = DataConfig.t_in,
+    t_out: int = DataConfig.horizon,
     split: Sequence[float] = (0.8, 0.1, 0.1),
 ) -> WindowSplits:
     """Split ``ds.values`` chronologically into train/val/test parts, normalise with the
@@ -160,9 +160,8 @@ def make_windows(
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     t_in, t_out = int(t_in), int(t_out)
     vals = np.asarray(ds.values)
-    if vals.ndim != (4 if isinstance(ds, GridDataset) else 3):
-        want = "[T, C, H, W]" if isinstance(ds, GridDataset) else "[T, N, C]"
-        raise ValueError(f"values must be {want}, got shape {vals.shape}")
+    if vals.ndim != ds.values_layout.count(",") + 1:
+        raise ValueError(f"values must be {ds.values_layout}, got shape {vals.shape}")
     T = vals.shape[0]
     a, b = split_bounds(T, split)
     need = t_in + t_out
@@ -177,9 +176,9 @@ def make_windows(
     seen = np.isfinite(train).any(axis=0)  # [N, C]
     if not seen.all():
         first = tuple(int(i) for i in np.argwhere(~seen)[0])
-        what = f"sensor {ds.sensor_ids[first[0]]!r}" if vals.ndim == 3 else f"cell {first}"
         raise ValueError(
-            f"{what} has no observed value in the training part (normalisation is fitted there)"
+            f"{ds.cell_name(first)} has no observed value in the training part "
+            "(normalisation is fitted there)"
         )
     mean = np.nanmean(train, axis=0)
     std = np.nanstd(train, axis=0)
@@ -193,4 +192,5 @@ def make_windows(
         std=std.astype(np.float32),
         t_in=t_in,
         t_out=t_out,
+        axes=tuple(a.strip() for a in ds.values_layout.strip("[]").split(",")[1:]),
     )

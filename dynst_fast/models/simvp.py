@@ -12,9 +12,24 @@ and the padding is cropped off the output. It has no gated form: use it through
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .masked import InputMasked
+from .registry import register_backbone
+
+
+@dataclass
+class SimVPOptions:
+    """``hidden``: channels per frame in the encoder and decoder; ``translator``: channels
+    of the translator's hidden layers; ``translator_depth``: its residual 3x3 layers."""
+
+    hidden: int = 16
+    translator: int = 64
+    translator_depth: int = 3
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -52,9 +67,9 @@ class SimVP(nn.Module):
         t_in: int,
         t_out: int,
         channels: int = 1,
-        hidden: int = 16,
-        translator: int = 64,
-        translator_depth: int = 3,
+        hidden: int = SimVPOptions.hidden,
+        translator: int = SimVPOptions.translator,
+        translator_depth: int = SimVPOptions.translator_depth,
     ) -> None:
         super().__init__()
         self.height, self.width = int(height), int(width)
@@ -90,3 +105,16 @@ class SimVP(nn.Module):
         delta = self.out(torch.cat([up, last_skip], dim=1))
         delta = delta.reshape(b, self.t_out, c, h + ph, w + pw)
         return x[:, -1:] + delta[..., :h, :w]
+
+
+@register_backbone(
+    "simvp",
+    options=SimVPOptions,
+    space="grid",
+    width="hidden",
+    summary="SimVP-style CNN, gated through InputMasked: accuracy only, no speedup",
+)
+def build_simvp(space, t_in, t_out, channels, **options) -> InputMasked:
+    g = space.grid
+    return InputMasked(SimVP(g.height, g.width, t_in, t_out, channels, **options), space, t_in,
+                       t_out, channels)  # fmt: skip

@@ -1,0 +1,85 @@
+"""The registry of data formats: how ``--data PATH`` becomes a data set.
+
+A format is one :class:`DataFormat` entry: a name, the layout it expects (for errors and
+help), a test whether a path is in it, and its loader. ``load_dataset`` tries the
+registered formats in order; a path none of them claims is read as the graph layout
+(whose loader names what it looked for). ``--data`` left out is the synthetic data set
+with planted sensors of the kind the model asks for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import DataConfig, RunConfig
+from .graph_formats import GraphDataset, load_graph_dataset
+from .grid import GridDataset, is_grid_data, load_grid_dataset, synthetic_grid
+from .synthetic import synthetic_sensor_network
+
+Dataset = GraphDataset | GridDataset
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """One file layout: ``matches(path)`` says whether ``path`` is in it, ``load(path)``
+    reads it (raising one ``ValueError`` / ``FileNotFoundError`` that names the problem)."""
+
+    name: str
+    layout: str
+    matches: Callable[[Path], bool]
+    load: Callable[[Path], Dataset]
+
+
+GRID = DataFormat(
+    "grid",
+    "a .npy array [T, H, W] or [T, C, H, W] (the file, or a directory holding exactly one, "
+    "with an optional meta.json)",
+    is_grid_data,
+    load_grid_dataset,
+)
+GRAPH = DataFormat(
+    "graph",
+    "a directory (or its values file) with values speed.csv / values.csv / values.npy / "
+    "values.npz and an adjacency adj.csv / adj.npy / edges.csv",
+    lambda path: True,
+    load_graph_dataset,
+)
+FORMATS: list[DataFormat] = [GRID]  # tried in order; then GRAPH
+
+SYNTHETIC: dict[str, Callable[[int, int], Dataset]] = {
+    "graph": lambda seed, patch: synthetic_sensor_network(seed=seed),
+    "grid": lambda seed, patch: synthetic_grid(patch=patch, seed=seed),
+}
+
+
+def register_format(fmt: DataFormat) -> DataFormat:
+    """Add a format (tried after the ones registered before it, before the graph layout)."""
+    FORMATS.append(fmt)
+    return fmt
+
+
+def format_of(path: str | os.PathLike) -> DataFormat:
+    """The format that claims ``path`` (the graph layout if none does)."""
+    p = Path(path)
+    return next((f for f in FORMATS if f.matches(p)), GRAPH)
+
+
+def load_dataset(
+    path: str | os.PathLike | None,
+    *,
+    kind: str = "graph",
+    seed: int = RunConfig.seed,
+    patch: int = DataConfig.patch,
+) -> Dataset:
+    """The data set at ``path``; with ``path`` None, the synthetic planted one of ``kind``
+    (``"graph"``: 80 sensors; ``"grid"``: a 22 x 22 field, planted at patch size ``patch``),
+    generated from ``seed``."""
+    if path is None:
+        return SYNTHETIC[kind](seed, patch)
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"data set path {str(p)!r} does not exist")
+    return format_of(p).load(p)

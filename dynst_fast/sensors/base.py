@@ -1,0 +1,147 @@
+"""The sensor-space contract (DESIGN.md section 5): everything that differs between
+graph nodes and image patches, behind one type, built once from the data set.
+
+Outside the sensor spaces no module branches on the kind of data: it asks its space.
+(The torch-free ``serve.py`` reads the sidecar layouts that :meth:`SensorSpace.sidecar`
+writes.)
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import Tensor, nn
+
+from ..metrics import evaluate
+
+
+class SensorSpace(ABC):
+    """The N sensors of a data set as the models, the runs and the exports see them.
+
+    Full inputs are ``[B, T, N, C]`` (graphs) or ``[B, T, C, H, W]`` (grids); a compacted
+    model reads the *active input* that :meth:`gather` cuts from a full input.
+    """
+
+    kind: ClassVar[str]  # the kind of data: "graph" or "grid"
+    data_description: ClassVar[str]  # how error messages name that kind of data
+    noun: ClassVar[str]  # what a sensor is called in reports: "sensors", "patches"
+
+    def __init__(self, ids: list[str], planted: np.ndarray | None = None) -> None:
+        self.ids = list(ids)
+        self.planted = None if planted is None else np.asarray(planted, dtype=np.int64)
+
+    @property
+    def num_sensors(self) -> int:
+        return len(self.ids)
+
+    @property
+    def planted_sparsity(self) -> float | None:
+        """``1 - len(planted) / N`` for data with planted sensors, else None."""
+        return None if self.planted is None else 1.0 - len(self.planted) / self.num_sensors
+
+    # ---------------------------------------------------------------- inputs
+    @abstractmethod
+    def check_input(
+        self, x: Tensor, who: str, t: int | None = None, channels: int | None = None
+    ) -> None:
+        """Raise a clear ``ValueError`` unless ``x`` is a full input (``t`` steps and
+        ``channels`` channels when given)."""
+
+    @abstractmethod
+    def check_active_input(
+        self, x_active: Tensor, k: int, who: str, t: int | None, channels: int
+    ) -> None:
+        """Raise a clear ``ValueError`` unless ``x_active`` is what :meth:`gather` gives
+        for ``k`` active sensors."""
+
+    @abstractmethod
+    def gather(self, x: Tensor, index: Tensor) -> Tensor:
+        """The active input of the sensors ``index`` ``[K]`` from a full input ``x``."""
+
+    @abstractmethod
+    def to_stream(self, x: Tensor) -> Tensor:
+        """Stream morph: a full input -> ``[B, N, F]``, one row per sensor."""
+
+    @abstractmethod
+    def from_stream(self, s: Tensor, t: int, channels: int) -> Tensor:
+        """The inverse of :meth:`to_stream` for ``t`` steps of ``channels`` channels."""
+
+    @abstractmethod
+    def active_stream(self, x_active: Tensor, channels: int) -> tuple[Tensor, int]:
+        """An active input -> ``([B, K, F]`` streams of the active sensors, its steps T)."""
+
+    @abstractmethod
+    def gate_input(self, x: Tensor, gate: Tensor) -> Tensor:
+        """``x`` with every value of sensor j multiplied by ``gate[j]``."""
+
+    # ---------------------------------------------------------------- evaluation
+    def metrics(self, pred: Tensor, target: Tensor) -> dict[str, Any]:
+        """Whole-field metrics of forecasts in original units (``dynst_fast.metrics``)."""
+        return evaluate(pred, target)
+
+    @abstractmethod
+    def cells(self, x: Tensor) -> Tensor:
+        """``[B, T, M, C]``: the values as M independent series (sensors or pixels), the
+        view the per-series baselines fit on."""
+
+    @abstractmethod
+    def from_cells(self, y: Tensor, like: Tensor) -> Tensor:
+        """The inverse of :meth:`cells`, shaped like the windows ``like``."""
+
+    # ---------------------------------------------------------------- artifacts
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """What rebuilds this space (plain types and tensors: ``weights_only``-loadable)."""
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, state: dict[str, Any]) -> SensorSpace: ...
+
+    def check_matches(self, other: SensorSpace) -> None:
+        """Raise a clear ``ValueError`` unless ``other`` (a data set's space) has the
+        layout this space (a checkpoint's) was trained on."""
+        if other.kind != self.kind:
+            raise ValueError(
+                f"the checkpoint holds a model for {self.kind} data but the data is "
+                f"{other.kind} data"
+            )
+
+    def metrics_fields(self) -> dict[str, Any]:
+        """Extra fields of ``metrics.json`` that describe the layout."""
+        return {}
+
+    def notes(self, metrics: dict[str, Any]) -> list[str]:
+        """Paragraphs for ``report.md`` that explain the layout."""
+        return []
+
+    @abstractmethod
+    def picture(
+        self,
+        path: str | os.PathLike,
+        active: np.ndarray,
+        theta: np.ndarray,
+        title: str,
+    ) -> None:
+        """Write ``sensors.png``: the map of kept and dropped sensors."""
+
+    # ---------------------------------------------------------------- serving
+    @abstractmethod
+    def serving_module(
+        self, model: nn.Module, index: Tensor, mean: Tensor, std: Tensor, full: bool = False
+    ) -> nn.Module:
+        """``model`` wrapped to take the served input of the sensors ``index`` and return
+        the whole field, both in original units (normalisation folded in). ``model``
+        takes the normalised active input, or with ``full`` the whole normalised input."""
+
+    @abstractmethod
+    def serving_input(self, x: Tensor, index: Tensor) -> Tensor:
+        """What the served model of :meth:`serving_module` takes, cut from full inputs
+        ``x`` in original units."""
+
+    @abstractmethod
+    def sidecar(self, index: Tensor, t_in: int, t_out: int, channels: int) -> dict[str, Any]:
+        """The layout fields of an exported model's sidecar (``kind``, the ``input`` /
+        ``output`` shapes, and whatever else ``dynst predict`` needs)."""
