@@ -1,16 +1,16 @@
-"""Timing helpers shared by the kernel benchmarks: interleaved medians, machine line, results."""
+"""What the kernel benchmarks share: their flags, the machine line, the copy bandwidth and
+the results folder. Timings are ``dynst_fast.timing.side_by_side`` (the one timer)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from dynst_fast.timing import side_by_side
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -46,30 +46,11 @@ def machine(device: str) -> str:
     )
 
 
-def median_ms(
-    fns: dict[str, Callable[[], object]], device: str, repeats: int = 7, warmup: int = 2
-) -> dict[str, float]:
-    """Median wall time (ms) of each function, calls interleaved round by round."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        for f in fns.values():
-            f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            f()
-            sync()
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def copy_gbps(nbytes: int, device: str, repeats: int = 7) -> float:
     """Device copy bandwidth (read + write GB/s) of a ``nbytes`` buffer, measured now."""
     src = torch.empty(max(nbytes // 4, 1), dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    t = median_ms({"copy": lambda: dst.copy_(src)}, device, repeats)["copy"]
+    t = side_by_side({"copy": lambda: dst.copy_(src)}, repeats, warmup=2)["copy"]
     return 2 * src.numel() * 4 / (t * 1e-3) / 1e9
 
 

@@ -17,11 +17,11 @@ import statistics
 import time
 
 import torch
+from _runs import dense_run, prepare, sparse_run
 
 from dynst_fast.artifacts import write_atomic, write_json
 from dynst_fast.baselines import run_baselines
-from dynst_fast.data import make_windows
-from dynst_fast.run import RunConfig, load_dataset, train_dense, train_sparse
+from dynst_fast.config import RunConfig
 
 
 def _mean_std(values: list[float]) -> str:
@@ -46,23 +46,18 @@ def main() -> None:
     started = time.perf_counter()
     ds = None
     for seed in args.seeds:
-        cfg = RunConfig(
-            data=args.data,
-            epochs=args.epochs,
-            seed=seed,
-            t_in=args.t_in,
-            horizon=args.horizon,
-            quiet=False,
+        cfg = RunConfig.from_flags(
+            data=args.data, epochs=args.epochs, seed=seed, t_in=args.t_in, horizon=args.horizon
         )
-        ds = load_dataset(cfg)
-        splits = make_windows(ds, t_in=cfg.t_in, t_out=cfg.horizon)
-        dense, dm = train_dense(cfg, ds, splits)
+        prep = prepare(cfg)
+        ds, splits = prep.ds, prep.splits
+        dense, dm = dense_run(prep)
         rows.setdefault("dense", {"mae": [], "rmse": [], "speedup": []})
         rows["dense"]["mae"].append(dm["mae"])
         rows["dense"]["rmse"].append(dm["rmse"])
         for s in args.sparsities:
             for scheme in args.schemes:
-                m = train_sparse(cfg, dense, ds, splits, scheme, s)["metrics"]
+                m = sparse_run(prep, dense, scheme, s)
                 r = rows.setdefault(f"{scheme} {s:g}", {"mae": [], "rmse": [], "speedup": []})
                 r["mae"].append(m["mae"])
                 r["rmse"].append(m["rmse"])
@@ -72,7 +67,7 @@ def main() -> None:
                     f"speedup {m['speedup']:.2f}x (dense MAE {dm['mae']:.4f})",
                     flush=True,
                 )
-    base = run_baselines(splits)
+    base = run_baselines(splits, prep.space)
     units = f" ({ds.units})" if ds.units else ""
     lines = [
         f"# Accuracy on {ds.name}: {args.t_in} steps in, {args.horizon} out, 8:1:1 split",

@@ -21,11 +21,11 @@ import statistics
 import time
 
 import torch
+from _runs import dense_run, prepare, sparse_run
 
 from dynst_fast.artifacts import write_atomic, write_json
 from dynst_fast.baselines import run_baselines
-from dynst_fast.data import make_windows
-from dynst_fast.run import RunConfig, load_dataset, train_dense, train_sparse
+from dynst_fast.config import RunConfig
 
 FIELDS = ("mae", "rmse", "ssim", "psnr", "speedup", "measured_ratio")
 
@@ -67,7 +67,7 @@ def main() -> None:
     started = time.perf_counter()
     ds = splits = None
     for seed in args.seeds:
-        cfg = RunConfig(
+        cfg = RunConfig.from_flags(
             data=args.data,
             model=args.model,
             patch=args.patch,
@@ -77,19 +77,18 @@ def main() -> None:
             horizon=args.horizon,
             batch_size=args.batch_size,
             lr=args.lr,
-            quiet=False,
-            model_options=_options(args.option),
+            option=_options(args.option),
         )
-        ds = load_dataset(cfg)
-        splits = make_windows(ds, t_in=cfg.t_in, t_out=cfg.horizon)
-        dense, dm = train_dense(cfg, ds, splits)
+        prep = prepare(cfg)
+        ds, splits = prep.ds, prep.splits
+        dense, dm = dense_run(prep)
         r = rows.setdefault("dense", {k: [] for k in FIELDS})
         for k in ("mae", "rmse", "ssim", "psnr"):
             r[k].append(dm[k])
         print(f"seed {seed} dense: MAE {dm['mae']:.4f} RMSE {dm['rmse']:.4f}", flush=True)
         for s in args.sparsities:
             for scheme in args.schemes:
-                m = train_sparse(cfg, dense, ds, splits, scheme, s)["metrics"]
+                m = sparse_run(prep, dense, scheme, s)
                 r = rows.setdefault(f"{scheme} {s:g}", {k: [] for k in FIELDS})
                 for k in FIELDS:
                     if m.get(k) is not None:
@@ -101,7 +100,7 @@ def main() -> None:
                     f"(dense MAE {dm['mae']:.4f})",
                     flush=True,
                 )
-    base = run_baselines(splits)
+    base = run_baselines(splits, prep.space)
     units = f" ({ds.units})" if ds.units else ""
     g = ds.patch_grid(args.patch)
     lines = [

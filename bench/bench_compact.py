@@ -29,9 +29,10 @@ import argparse
 import itertools
 
 import torch
-from _timing import copy_gbps, machine, median_ms, parse_args, write_result
+from _timing import copy_gbps, machine, parse_args, write_result
 
 import dynst_fast.ops  # noqa: F401  (registers torch.ops.dynst_fast.compact / expand)
+from dynst_fast.timing import side_by_side
 
 NS = (207, 16384, 2**20)
 FS = (12, 24, 96)
@@ -55,7 +56,7 @@ def bench_one(b: int, n: int, f: int, s: float, device: str, repeats: int) -> di
         return x.index_select(1, i).mul_(theta.index_select(0, i)[None, :, None])
 
     with torch.no_grad():
-        fwd = median_ms(
+        fwd = side_by_side(
             {
                 "op": lambda: ops.compact(x, theta, idx),
                 "index*": lambda: x[:, idx] * theta[idx, None],
@@ -63,8 +64,9 @@ def bench_one(b: int, n: int, f: int, s: float, device: str, repeats: int) -> di
                 "expand_op": lambda: ops.expand(y, idx, n, 0.0),
                 "expand_ref": lambda: y.new_zeros(b, n, f).index_copy(1, idx, y),
             },
-            device,
             repeats,
+            warmup=2,
+            grad=True,
         )
     xg, tg = x.clone().requires_grad_(), theta.clone().requires_grad_()
 
@@ -74,7 +76,7 @@ def bench_one(b: int, n: int, f: int, s: float, device: str, repeats: int) -> di
     def ref_bwd():
         (xg[:, idx] * tg[idx, None]).backward(y)
 
-    bwd = median_ms({"op": op_bwd, "index*": ref_bwd}, device, repeats)
+    bwd = side_by_side({"op": op_bwd, "index*": ref_bwd}, repeats, warmup=2, grad=True)
     out = {f"fwd_{key}": v for key, v in fwd.items()}
     out.update({f"fb_{key}": v for key, v in bwd.items()})
     out["k"] = k

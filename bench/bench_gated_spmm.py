@@ -47,7 +47,6 @@ import argparse
 import gc
 import os
 import platform
-import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -58,6 +57,7 @@ import torch
 
 from dynst_fast import ops
 from dynst_fast.graph import CSRGraph
+from dynst_fast.timing import side_by_side
 
 try:
     import torch_geometric
@@ -113,34 +113,6 @@ def los_loop_graph(data: str | None) -> CSRGraph | None:
     if not d.is_dir():
         return None
     return load_graph_dataset(d).adjacency.to(dtype=torch.float32)
-
-
-# --------------------------------------------------------------------------- timing
-def _sync() -> None:
-    if _DEVICE.type == "cuda":
-        torch.cuda.synchronize(_DEVICE)
-
-
-def median_ms(
-    fns: dict[str, Callable[[], object]], repeats: int, min_s: float = 0.3, max_calls: int = 200
-) -> dict[str, float]:
-    """Median wall time in ms of each fn, timed round-robin (one call of each in turn, so
-    that load from other processes hits all of them alike) after 2 warm-up rounds: at
-    least ``repeats`` rounds, more (up to ``max_calls``) until ``min_s`` has passed."""
-    for _ in range(2):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < repeats or (time.perf_counter() - start < min_s and rounds < max_calls):
-        for k, fn in fns.items():
-            t0 = _CLOCK()
-            fn()
-            _sync()
-            times[k].append(_CLOCK() - t0)
-        rounds += 1
-    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
 # -------------------------------------------------------------------------- methods
@@ -243,8 +215,8 @@ def bench_case(
         fwd_fns[name] = lambda fn=fn: fn(x, gate)
         step_fns[name] = step
     with torch.no_grad():
-        fwd = median_ms(fwd_fns, repeats)
-    both = median_ms(step_fns, repeats)
+        fwd = side_by_side(fwd_fns, repeats, warmup=2, grad=True, clock=_CLOCK)
+    both = side_by_side(step_fns, repeats, warmup=2, grad=True, clock=_CLOCK)
     for name in fwd_fns:
         results[name] = (fwd[name], both[name])
     gc.collect()
@@ -280,8 +252,8 @@ def bench_pruned(graph: CSRGraph, f: int, repeats: int) -> list[tuple]:
         fwd_fns[key] = lambda gr=gr, xx=xx, gt=gt: ops.gated_spmm(gr, xx, gt)
         step_fns[key] = step
     with torch.no_grad():
-        fwd = median_ms(fwd_fns, repeats)
-    both = median_ms(step_fns, repeats)
+        fwd = side_by_side(fwd_fns, repeats, warmup=2, grad=True, clock=_CLOCK)
+    both = side_by_side(step_fns, repeats, warmup=2, grad=True, clock=_CLOCK)
     return [
         (
             sparsity,

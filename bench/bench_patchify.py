@@ -21,9 +21,10 @@ from __future__ import annotations
 import itertools
 
 import torch
-from _timing import copy_gbps, machine, median_ms, parse_args, write_result
+from _timing import copy_gbps, machine, parse_args, write_result
 
 from dynst_fast.ops import reference
+from dynst_fast.timing import side_by_side
 
 # (B, T, C, H, W, p): traffic-style grids (12 frames), an RGB ViT-size clip, and a grid
 # whose sides are not multiples of p (padding).
@@ -51,20 +52,22 @@ def bench_one(shape, s: float, device: str, repeats: int) -> dict[str, float]:
         return reference.patchify(fr, p)[:, idx] * th[idx, None]
 
     with torch.no_grad():
-        fwd = median_ms(
+        fwd = side_by_side(
             {"op": lambda: op(frames, theta, idx, p), "compose": lambda: compose(frames, theta)},
-            device,
             repeats,
+            warmup=2,
+            grad=True,
         )
     fg, tg = frames.clone().requires_grad_(), theta.clone().requires_grad_()
     dy = torch.randn(b, k, t * c * p * p, device=device)
-    fb = median_ms(
+    fb = side_by_side(
         {
             "op": lambda: op(fg, tg, idx, p).backward(dy),
             "compose": lambda: compose(fg, tg).backward(dy),
         },
-        device,
         repeats,
+        warmup=2,
+        grad=True,
     )
     return {
         "k": k,

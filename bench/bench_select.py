@@ -23,9 +23,10 @@ from __future__ import annotations
 import itertools
 
 import torch
-from _timing import machine, median_ms, parse_args, write_result
+from _timing import machine, parse_args, write_result
 
 from dynst_fast import ops
+from dynst_fast.timing import side_by_side
 
 NS = (207, 16384, 2**20)
 SPARSITIES = (0.3, 0.5)
@@ -54,7 +55,7 @@ def bench_one(n: int, s: float, kf: float, device: str, repeats: int) -> dict[st
         return drop, grow
 
     mag = score.abs()
-    times = median_ms(
+    times = side_by_side(
         {
             "op": lambda: lib.select_swap(score, active, k),
             "public": lambda: ops.select_swap(score, active, k),

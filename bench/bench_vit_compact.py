@@ -19,7 +19,8 @@ import torch
 
 from dynst_fast.artifacts import write_atomic, write_json
 from dynst_fast.models import GatedViT
-from dynst_fast.train import time_side_by_side
+from dynst_fast.morph import PatchGrid
+from dynst_fast.timing import side_by_side
 
 CONFIGS = {
     "encoder-heavy": {"dim": 128, "depth": 6, "heads": 4, "decoder_dim": 32, "decoder_depth": 1},
@@ -38,7 +39,7 @@ def main() -> None:
     x = torch.randn(args.batch, 12, 1, 33, 49)
     rows = []
     for name, opts in CONFIGS.items():
-        model = GatedViT(33, 49, 4, 12, 12, 1, **opts).eval()
+        model = GatedViT(PatchGrid(33, 49, 4), 12, 12, 1, **opts).eval()
         n = model.num_sensors
         for s in args.sparsities:
             k = round((1 - s) * n)
@@ -46,7 +47,7 @@ def main() -> None:
             gate = torch.zeros(n)
             gate[idx] = 1.0
             comp = model.compact(idx)
-            t = time_side_by_side(
+            t = side_by_side(
                 {
                     "dense": lambda m=model: m(x),
                     "gated": lambda m=model, g=gate: m(x, g),
@@ -69,8 +70,9 @@ def main() -> None:
         "",
         f"Batch {args.batch} of 12 frames 33 x 49 (patch 4, 117 patches), "
         f"{torch.get_num_threads()} thread(s), {platform.machine()}, torch "
-        f"{torch.__version__}; median of {args.repeats} interleaved repeats after 5 warm-up "
-        "calls, in one process (a shared machine: ratios, not absolute times, are the result).",
+        f"{torch.__version__}; median of {args.repeats} interleaved rounds after 5 warm-up "
+        "calls (torch.utils.benchmark), in one process (a shared machine: ratios, not "
+        "absolute times, are the result).",
         "",
         "| config | sparsity | active | dense ms | gated ms | compact ms | vs dense | vs gated |",
         "|---|---|---|---|---|---|---|---|",

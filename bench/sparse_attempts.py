@@ -10,14 +10,13 @@ fine-tunes copies under a few settings and prints the best validation MAE of eac
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 
-import torch
+from _runs import prepare
 
-from dynst_fast.data import load_graph_dataset, make_windows
-from dynst_fast.models import GatedSTGCN
-from dynst_fast.train import TrainConfig, evaluate, fit
+from dynst_fast import run
+from dynst_fast.config import RunConfig
+from dynst_fast.train import evaluate
 
 
 def main() -> None:
@@ -25,22 +24,28 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--sparsity", type=float, default=0.5)
     args = p.parse_args()
-    ds = load_graph_dataset(args.data)
-    splits = make_windows(ds, 12, 3)
-    torch.manual_seed(0)
-    dense = GatedSTGCN(ds.adjacency, 12, 3, ds.num_channels, hidden=32)
-    fit(dense, splits, TrainConfig(epochs=30, scheme="dense", seed=0))
-    print(f"dense: val MAE {evaluate(dense, splits, 'val')['mae']:.4f}", flush=True)
-    base = TrainConfig(epochs=30, scheme="dynst", sparsity=args.sparsity, seed=0)
+    prep = prepare(RunConfig.from_flags(data=args.data, horizon=3, sparsity=args.sparsity))
+    cfg, splits = prep.cfg, prep.splits
+    stages = run.Stages(cfg, checkpoint=False)
+    dense = run.train_dense(stages, run.build(cfg, prep.space, prep.ds.num_channels), splits)
+    val = evaluate(dense.model, splits, prep.space, "val")["mae"]
+    print(f"dense: val MAE {val:.4f}", flush=True)
+    s, t = cfg.schedule, cfg.train
     attempts = {
-        "dynst, defaults": base,
-        "dynst, 60 epochs": dataclasses.replace(base, epochs=60),
-        "dynst, theta_lr 5e-2, l1 3e-3": dataclasses.replace(base, theta_lr=5e-2, l1=3e-3),
-        "iterative (no swap)": dataclasses.replace(base, scheme="iterative"),
+        "dynst, defaults": ("dynst", cfg),
+        "dynst, 60 epochs": (
+            "dynst",
+            dataclasses.replace(cfg, train=dataclasses.replace(t, epochs=60)),
+        ),
+        "dynst, theta_lr 5e-2, l1 3e-3": (
+            "dynst",
+            dataclasses.replace(cfg, schedule=dataclasses.replace(s, theta_lr=5e-2, l1=3e-3)),
+        ),
+        "iterative (no swap)": ("iterative", cfg),
     }
-    for name, cfg in attempts.items():
-        result = fit(copy.deepcopy(dense), splits, cfg)
-        print(f"{name}: val MAE {result.best_val_mae:.4f}", flush=True)
+    for name, (scheme, c) in attempts.items():
+        trained = run.train_sparse(run.Stages(c, checkpoint=False), dense, splits, scheme)
+        print(f"{name}: val MAE {trained.fit.best_val_mae:.4f}", flush=True)
 
 
 if __name__ == "__main__":

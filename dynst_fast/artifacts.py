@@ -1,21 +1,56 @@
-"""Run-directory files: atomic writes, the checkpoint, and loading a run back."""
+"""The run directory's schema, both ways: writing a run and loading it back.
+
+A finished run directory holds
+
+==================  ==========================================================
+``metrics.json``    the results (``run.py`` assembles them)
+``mask.json``       sensor ids, theta, active flags, in input order
+``checkpoint.pt``   models, sparsifier and optimizer state, sensor space,
+                    normalisation, resolved configuration: everything
+                    :func:`load_run` rebuilds the models from
+``config.toml``     the resolved configuration (``dynst run --config`` it)
+``sensors.png``     the map of kept and dropped sensors
+``report.md``       a short human report
+==================  ==========================================================
+
+and, while it trains, ``progress.pt``: the training state after the last finished
+epoch, from which ``dynst run --resume`` continues (removed once the run is written).
+Every file is written atomically (a temporary file, then a rename). Checkpoints hold
+only tensors and plain Python values, and are read with ``torch.load(...,
+weights_only=True)``: loading a run never unpickles arbitrary objects.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from .graph import CSRGraph
+from . import __version__
+from .config import RunConfig
+from .models import GatedBackbone, build_backbone
+from .sensors import SensorSpace, space_from_state
 
-CHECKPOINT = "checkpoint.pt"
+FORMAT = 2
+CHECKPOINT, PROGRESS = "checkpoint.pt", "progress.pt"
+CONFIG, METRICS, MASK, PICTURE, REPORT = (
+    "config.toml",
+    "metrics.json",
+    "mask.json",
+    "sensors.png",
+    "report.md",
+)
 
 
+# ---------------------------------------------------------------- atomic files
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write to a temporary file in the same directory, then rename over ``path``."""
     path = Path(path)
@@ -36,15 +71,15 @@ def _jsonable(obj: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, (Tensor, np.ndarray)):
         return _jsonable(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
         return None if v != v else v
     if isinstance(obj, np.integer):
         return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     return obj
 
 
@@ -67,15 +102,225 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         raise
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint file, read with ``weights_only=True`` (one clear ``ValueError`` for a
+    file that is not one of ours)."""
+    p = Path(path)
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{p} is not a readable dynst_fast checkpoint ({first})") from None
+    if not isinstance(ck, dict) or "format" not in ck:
+        raise ValueError(f"{p} is not a dynst_fast checkpoint")
+    if ck["format"] != FORMAT:
+        raise ValueError(
+            f"{p} has checkpoint format {ck['format']!r}; this dynst_fast {__version__} reads "
+            f"format {FORMAT}: re-run `dynst run` to write it"
+        )
+    return ck
+
+
 def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint of a run directory (or a checkpoint file), with a clear error."""
+    """The checkpoint of a finished run directory (or a checkpoint file)."""
     p = Path(run_dir)
     if p.is_dir():
+        if not (p / CHECKPOINT).exists() and (p / PROGRESS).exists():
+            raise FileNotFoundError(
+                f"{p} holds an unfinished run: continue it with `dynst run --resume {p}`"
+            )
         p = p / CHECKPOINT
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint at {p}: is this a `dynst run` directory?")
-    return torch.load(p, map_location="cpu", weights_only=False)
+    return read_checkpoint(p)
 
 
-def graph_from_state(state: dict[str, Any]) -> CSRGraph:
-    return CSRGraph.from_state_dict(state)
+# ---------------------------------------------------------------- training state
+def save_progress(out: str | os.PathLike, config: RunConfig, progress: dict[str, Any]) -> None:
+    """The training state after an epoch: finished stages and the running one."""
+    save_checkpoint(
+        Path(out) / PROGRESS,
+        {"format": FORMAT, "version": __version__, "config": config.to_dict(), **progress},
+    )
+
+
+def load_progress(run_dir: str | os.PathLike) -> tuple[RunConfig, dict[str, Any]]:
+    """``(resolved config, progress)`` of an interrupted run (clear errors otherwise)."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"no run directory at {d}")
+    if not (d / PROGRESS).exists():
+        if (d / CHECKPOINT).exists():
+            raise ValueError(f"{d} holds a finished run: there is nothing to resume")
+        raise FileNotFoundError(f"{d} holds no training state ({PROGRESS}) to resume from")
+    ck = read_checkpoint(d / PROGRESS)
+    return RunConfig.from_dict(ck["config"], str(d / PROGRESS)), ck
+
+
+def write_config(out: str | os.PathLike, config: RunConfig) -> None:
+    """``config.toml``: the resolved configuration (written when a run starts, so that an
+    unfinished run directory has it too)."""
+    write_atomic(Path(out) / CONFIG, config.to_toml())
+
+
+def discard_progress(out: str | os.PathLike) -> None:
+    Path(out, PROGRESS).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- writing a run
+@dataclass
+class Trained:
+    """One training's outcome: the trained gated model and what ``fit`` returned."""
+
+    scheme: str
+    model: GatedBackbone
+    fit: Any  # train.FitResult
+
+
+@dataclass
+class RunRecord:
+    """Everything a finished run writes."""
+
+    config: RunConfig  # resolved
+    dataset: str
+    units: str
+    num_channels: int
+    space: SensorSpace
+    mean: np.ndarray
+    std: np.ndarray
+    dense: Trained
+    main: Trained  # the main sparse scheme
+    metrics: dict[str, Any]  # metrics.json
+    report: str  # report.md
+
+
+def write_run(out: str | os.PathLike, record: RunRecord) -> None:
+    """Write the run directory (see the module docstring), then drop the training state."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sp, space = record.main.fit.sparsifier, record.space
+    theta = sp.theta.detach().cpu()
+    active = sp.active.cpu()
+    write_json(out / METRICS, record.metrics)
+    write_json(
+        out / MASK,
+        {
+            "sensor_ids": space.ids,
+            "theta": theta,
+            "active": active,
+            "active_index": torch.nonzero(active).reshape(-1),
+            "scheme": record.main.scheme,
+            "sparsity": sp.sparsity,
+        },
+    )
+    cfg = record.config
+    save_checkpoint(
+        out / CHECKPOINT,
+        {
+            "format": FORMAT,
+            "version": __version__,
+            "config": cfg.to_dict(),
+            "dataset": record.dataset,
+            "units": record.units,
+            "num_channels": record.num_channels,
+            "t_in": cfg.data.t_in,
+            "t_out": cfg.data.horizon,
+            "sensor_space": space.state(),
+            "model": {"name": cfg.model.name, "options": dict(cfg.model.options)},
+            "mean": torch.as_tensor(record.mean),
+            "std": torch.as_tensor(record.std),
+            "model_state": record.main.model.state_dict(),
+            "dense_model_state": record.dense.model.state_dict(),
+            "sparsifier": sp.state_dict(),
+            "optimizer_state": record.main.fit.optimizer_state,
+        },
+    )
+    write_config(out, cfg)
+    noun = space.noun
+    title = (
+        f"{record.dataset}: {int(active.sum())} of {space.num_sensors} {noun} kept "
+        f"({record.main.scheme}, sparsity {sp.sparsity:.2f})"
+    )
+    space.picture(out / PICTURE, active.numpy(), theta.numpy(), title)
+    write_atomic(out / REPORT, record.report)
+    discard_progress(out)
+
+
+# ---------------------------------------------------------------- loading a run
+def rebuild_model(
+    checkpoint: dict[str, Any], data: Any = None, state: str = "model_state"
+) -> GatedBackbone:
+    """The trained backbone of a run's checkpoint (:func:`load_checkpoint`), in eval mode,
+    built through the registry. With ``data`` (a data set), first checks that the data
+    fits it (channels, sensors, field size) and raises one clear ``ValueError`` if not.
+    ``state="dense_model_state"`` gives the run's dense model instead of the sparse one."""
+    ck = checkpoint
+    c = int(ck["num_channels"])
+    space = space_from_state(ck["sensor_space"])
+    if data is not None:
+        if data.num_channels != c:
+            raise ValueError(
+                f"the data has {data.num_channels} channel(s) but the checkpoint's model was "
+                f"trained on {c}"
+            )
+        patch = RunConfig.from_dict(ck["config"]).data.patch
+        space.check_matches(data.sensor_space(patch))
+    m = ck["model"]
+    model = build_backbone(m["name"], space, int(ck["t_in"]), int(ck["t_out"]), c, m["options"])
+    if state not in ck:
+        raise ValueError(f"the checkpoint has no {state!r}: re-run `dynst run`")
+    model.load_state_dict(ck[state])
+    return model.eval()
+
+
+@dataclass
+class RunBundle:
+    """What a run directory holds, rebuilt: models, sparsifier state, data windows."""
+
+    checkpoint: dict[str, Any]
+    config: RunConfig
+    space: SensorSpace  # the checkpoint's sensor space
+    model: GatedBackbone  # the sparse run's gated model
+    dense: GatedBackbone  # the run's dense model
+    active_index: Tensor  # [K] int64, ascending (mask.json order)
+    theta: Tensor  # [N]
+    splits: Any  # WindowSplits of the run's data set
+
+    @property
+    def sensor_ids(self) -> list[str]:
+        return self.space.ids
+
+
+def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
+    """Rebuild a finished run directory's models and data windows.
+
+    ``data`` overrides the data set path recorded in the run (for moved data).
+    """
+    from .data import load_dataset, make_windows
+    from .models import backbone
+    from .sparsifier import Sparsifier
+
+    ck = load_checkpoint(run_dir)
+    cfg = RunConfig.from_dict(ck["config"], f"{run_dir}/{CHECKPOINT}")
+    path = data if data is not None else cfg.data.path
+    kind = backbone(cfg.model.name).space
+    try:
+        ds = load_dataset(path, kind=kind, seed=cfg.seed, patch=cfg.data.patch)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"{exc} (the run's data is needed to check the model on test windows; "
+            "pass --data to point at it)"
+        ) from exc
+    model = rebuild_model(ck, ds)
+    dense = rebuild_model(ck, state="dense_model_state")
+    sp = Sparsifier.from_state_dict(ck["sparsifier"])
+    return RunBundle(
+        checkpoint=ck,
+        config=cfg,
+        space=space_from_state(ck["sensor_space"]),
+        model=model,
+        dense=dense,
+        active_index=sp.active_index(),
+        theta=sp.theta.detach().clone(),
+        splits=make_windows(ds, int(ck["t_in"]), int(ck["t_out"])),
+    )

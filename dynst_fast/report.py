@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import RunConfig, command_line
+
+# Metrics shown as columns when the run has them (the sensor space decides which it
+# computes: SSIM and PSNR for image patches): key, header, format.
+OPTIONAL_COLUMNS = (("ssim", "SSIM", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"))
+
 
 def _rows(m: dict[str, Any]) -> list[list[str]]:
     units = f" ({m['units']})" if m.get("units") else ""
-    image = "ssim" in m["dense"]
+    extra = [c for c in OPTIONAL_COLUMNS if c[0] in m["dense"]]
     rows = [["model", f"MAE{units}", f"RMSE{units}", "active", "sparsity", "infer ms", "speedup"]]
-    if image:
-        rows[0][3:3] = ["SSIM", "PSNR dB"]
+    rows[0][3:3] = [header for _, header, _ in extra]
     n = m["num_sensors"]
     d = m["dense"]
 
-    def image_cols(r: dict[str, Any]) -> list[str]:
-        return [f"{r['ssim']:.4f}", f"{r['psnr']:.2f}"] if image else []
+    def extra_cols(r: dict[str, Any]) -> list[str]:
+        return [fmt.format(r[key]) for key, _, fmt in extra]
 
     rows.append(
         [
             "dense",
             f"{d['mae']:.4f}",
             f"{d['rmse']:.4f}",
-            *image_cols(d),
+            *extra_cols(d),
             f"{n}/{n}",
             "0.00",
             f"{d['infer_ms']:.2f}",
@@ -37,7 +42,7 @@ def _rows(m: dict[str, Any]) -> list[list[str]]:
                 name,
                 f"{s['mae']:.4f}",
                 f"{s['rmse']:.4f}",
-                *image_cols(s),
+                *extra_cols(s),
                 f"{s['num_active']}/{n}",
                 f"{1 - s['num_active'] / n:.2f}",
                 f"{s['infer_ms']:.2f}",
@@ -50,7 +55,7 @@ def _rows(m: dict[str, Any]) -> list[list[str]]:
                 name,
                 f"{b['mae']:.4f}",
                 f"{b['rmse']:.4f}",
-                *image_cols(b),
+                *extra_cols(b),
                 f"{n}/{n}",
                 "0.00",
                 "",
@@ -82,12 +87,12 @@ def format_table(m: dict[str, Any]) -> str:
     return "\n".join(lines + [""] + extra)
 
 
-def render_report(m: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    """Markdown report of a run (what was trained, results, mask history)."""
+def render_report(m: dict[str, Any], history: list[dict[str, Any]], notes: list[str] = ()) -> str:
+    """Markdown report of a run (what was trained, results, mask history); ``notes`` are
+    paragraphs about the data's layout (``SensorSpace.notes``)."""
     rows = _rows(m)
     md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    cfg = m.get("config", {})
     lines = [
         f"# DynST run: {m['dataset']}, {m['model']}, {m['scheme']}",
         "",
@@ -100,16 +105,8 @@ def render_report(m: dict[str, Any], history: list[dict[str, Any]]) -> str:
     ]
     if "planted_recall" in m:
         lines += [f"Planted informative sensors kept: **{m['planted_recall']:.0%}**.", ""]
-    if "grid" in m:
-        g = m["grid"]
-        lines += [
-            f"Sensors are the {g['rows']} x {g['cols']} patches of {g['patch']} x {g['patch']} "
-            f"cells of the {g['height']} x {g['width']} field (padded with {g['pad_bottom']} "
-            f"row(s) at the bottom and {g['pad_right']} column(s) at the right; padding never "
-            "counts in a metric). SSIM and PSNR use the data range of the test targets "
-            f"({m['dense'].get('data_range', float('nan')):.3f}).",
-            "",
-        ]
+    for note in notes:
+        lines += [note, ""]
     if not m["dynst"].get("gives_speedup", True):
         ratio = m["dynst"].get("measured_ratio")
         measured = f" (measured time ratio {ratio:.2f})" if ratio is not None else ""
@@ -136,14 +133,15 @@ def render_report(m: dict[str, Any], history: list[dict[str, Any]]) -> str:
             f"| {h['step']} | {h['round']} | {h.get('pruned', 0)} | "
             f"{len(h.get('dropped', []))} | {h['active']} |"
         )
-    args = []
-    for k, v in cfg.items():
-        if k in ("quiet", "time_batch", "model_options") or v in (None, [], False):
-            continue
-        value = " ".join(map(str, v)) if isinstance(v, list) else v
-        args.append(f"--{k.replace('_', '-')} {value}")
-    args = " ".join(args)
-    lines += ["", "## Reproduce", "", f"    dynst run {args}", ""]
-    if cfg.get("model_options"):
-        lines += [f"with backbone options {cfg['model_options']} (set through the Python API).", ""]
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        f"    dynst run --config {m['config']['out']}/config.toml",
+        "",
+        "or, in flags,",
+        "",
+        f"    {command_line(RunConfig.from_dict(m['config']))}",
+        "",
+    ]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "dense")
+from .config import SCHEMES, ScheduleConfig
 
 PHASES = ("warmup", "network", "mask", "finetune")
 
@@ -35,10 +35,10 @@ class Schedule:
     num_sensors: int
     sparsity: float
     warmup_steps: int = 0
-    rounds: int = 10
+    rounds: int = ScheduleConfig.rounds
     network_steps: int = 50
     mask_steps: int = 20
-    swap_fraction: float = 0.05
+    swap_fraction: float = ScheduleConfig.swap_fraction
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from . import ops
+from .config import ScheduleConfig
 from .schedule import Schedule
 
 
@@ -47,8 +48,8 @@ class Sparsifier:
         self,
         schedule: Schedule,
         *,
-        theta_lr: float = 1e-2,
-        l1: float = 1e-3,
+        theta_lr: float = ScheduleConfig.theta_lr,
+        l1: float = ScheduleConfig.l1,
         seed: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:

@@ -1,8 +1,11 @@
-"""Training, evaluation and side-by-side inference timing for gated backbones.
+"""Training and evaluation of gated backbones.
 
-``fit`` runs one scheme end to end with a :class:`~dynst_fast.sparsifier.Sparsifier`.
-Once the active set is final (fine-tuning, or ``random`` from the start) it trains
-the *compacted* model, which shares the backbone's parameters and costs O(K).
+``fit`` runs one scheme end to end with a :class:`~dynst_fast.sparsifier.Sparsifier` over a
+seeded ``DataLoader`` of the training windows, with AdamW and a cosine
+``LambdaLR`` schedule. Once the active set is final (fine-tuning, or ``random`` from the
+start) it trains the *compacted* model, which shares the backbone's parameters and costs
+O(K). After every epoch it can hand its whole state to a callback, and it resumes from
+that state bit-identically on CPU.
 """
 
 from __future__ import annotations
@@ -17,34 +20,17 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
-from .data import WindowSplits
+from .config import ScheduleConfig, TrainConfig
+from .data import WindowDataset, WindowSplits
 from .metrics import evaluate as evaluate_metrics
-from .metrics import image_metrics
-from .morph import select_sensors
+from .models import GatedBackbone
 from .schedule import Schedule
+from .sensors import SensorSpace
 from .sparsifier import Sparsifier
 
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run (steps are optimizer steps)."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    scheme: str = "dynst"
-    sparsity: float = 0.5
-    warmup_frac: float = 0.0
-    prune_frac: float = 0.6
-    rounds: int = 10
-    mask_frac: float = 0.3
-    swap_fraction: float = 0.05
-    theta_lr: float = 2e-2
-    l1: float = 1e-3
-    grad_clip: float = 5.0
+EVAL_BATCH = 256
 
 
 @dataclass
@@ -58,25 +44,70 @@ class FitResult:
     val_maes: list[float] = field(default_factory=list)
     seconds: float = 0.0
     optimizer_state: dict[str, Any] = field(default_factory=dict)
-    config: TrainConfig | None = None
 
 
-def make_schedule(cfg: TrainConfig, num_sensors: int, steps_per_epoch: int) -> Schedule:
-    """Turn epoch fractions into a step :class:`Schedule` for ``cfg.scheme``."""
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(cfg.warmup_frac * total)
-    rounds = 1 if cfg.scheme == "one-shot" else cfg.rounds
-    per_round = max(2, int(cfg.prune_frac * total) // max(rounds, 1))
-    mask = max(1, int(round(cfg.mask_frac * per_round)))
+# ---------------------------------------------------------------- data
+class EpochShuffle(Sampler[int]):
+    """Window order of one epoch: a fresh permutation of ``n`` from ``generator``, one
+    ``randperm`` per epoch (so the order depends on the seed and the epoch only)."""
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        yield from torch.randperm(self.n, generator=self.generator).tolist()
+
+
+def train_loader(data: WindowDataset, batch_size: int, generator: torch.Generator) -> DataLoader:
+    """Shuffled batches ``(x [b, t_in, ...], y [b, t_out, ...])`` in ``generator``'s order,
+    each fetched at once (``WindowDataset`` takes a list of indices)."""
+    batches = BatchSampler(EpochShuffle(len(data), generator), batch_size, drop_last=False)
+    return DataLoader(
+        data,
+        sampler=batches,
+        batch_size=None,
+        generator=torch.Generator().manual_seed(0),  # seeds workers only; order is above
+    )
+
+
+def eval_loader(data: WindowDataset, batch_size: int = EVAL_BATCH) -> DataLoader:
+    """Batches in window order."""
+    batches = BatchSampler(SequentialSampler(data), batch_size, drop_last=False)
+    return DataLoader(data, sampler=batches, batch_size=None)
+
+
+def first_windows(data: WindowDataset, count: int) -> tuple[Tensor, Tensor]:
+    """The first ``min(count, len(data))`` windows as one batch."""
+    return data[list(range(min(count, len(data))))]
+
+
+# ---------------------------------------------------------------- steps
+def make_schedule(
+    train: TrainConfig,
+    sched: ScheduleConfig,
+    scheme: str,
+    sparsity: float,
+    num_sensors: int,
+    steps_per_epoch: int,
+) -> Schedule:
+    """Turn the schedule's fractions of training into a step :class:`Schedule`."""
+    total = train.epochs * steps_per_epoch
+    warmup = int(sched.warmup_frac * total)
+    rounds = 1 if scheme == "one-shot" else sched.rounds
+    per_round = max(2, int(sched.prune_frac * total) // max(rounds, 1))
+    mask = max(1, int(round(sched.mask_frac * per_round)))
     return Schedule(
-        scheme=cfg.scheme,
+        scheme=scheme,
         num_sensors=num_sensors,
-        sparsity=0.0 if cfg.scheme == "dense" else cfg.sparsity,
+        sparsity=0.0 if scheme == "dense" else sparsity,
         warmup_steps=warmup,
         rounds=rounds,
         network_steps=per_round - mask,
         mask_steps=mask,
-        swap_fraction=cfg.swap_fraction,
+        swap_fraction=sched.swap_fraction,
     )
 
 
@@ -88,116 +119,136 @@ def masked_weighted_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
     return diff[ok].mean()
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
-    perm = torch.randperm(n, generator=gen)
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+def cosine_lr(total_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor at step s: cosine from 1 down to 0.1 over the training."""
+    return lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(total_steps, 1)))
 
 
+# ---------------------------------------------------------------- inference
 def predict(
-    model: nn.Module, x: Tensor, gate: Tensor | None = None, batch_size: int = 256
-) -> Tensor:
-    """Run ``model(x, gate)`` (or ``model(x)`` when gate is None) in eval mode, batched."""
+    model: nn.Module,
+    data: WindowDataset,
+    gate: Tensor | None = None,
+    space: SensorSpace | None = None,
+    active_index: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(forecasts, targets)`` of every window of ``data``, normalised, in eval mode.
+
+    ``model(x, gate)`` (``model(x)`` when gate is None), or, with ``active_index``, a
+    compacted model given only those sensors' input (``space.gather``).
+    """
     was = model.training
     model.eval()
-    outs = []
+    preds, targets = [], []
     with torch.inference_mode():
-        for i in range(0, x.shape[0], batch_size):
-            xb = x[i : i + batch_size]
-            outs.append(model(xb) if gate is None else model(xb, gate))
+        for x, y in eval_loader(data):
+            if active_index is not None:
+                x = space.gather(x, active_index)
+            preds.append(model(x) if gate is None else model(x, gate))
+            targets.append(y)
     model.train(was)
-    return torch.cat(outs)
-
-
-def gather_active(compact: nn.Module, x: Tensor, active_index: Tensor) -> Tensor:
-    """What a compacted model reads from the full input ``x``: its ``gather_input(x)``
-    (e.g. the active image patches), or the graph sensors ``x[:, :, active_index]``."""
-    gather = getattr(compact, "gather_input", None)
-    return gather(x) if gather is not None else select_sensors(x, active_index)
+    return torch.cat(preds), torch.cat(targets)
 
 
 def evaluate(
     model: nn.Module,
     splits: WindowSplits,
+    space: SensorSpace,
     split: str = "test",
     active_index: Tensor | None = None,
 ) -> dict[str, Any]:
-    """Whole-field metrics in original units (plus SSIM and PSNR on grids). ``model`` is
-    a compacted model if ``active_index`` is given (it then receives only those sensors'
-    data, see `gather_active`), else dense."""
-    x, y = getattr(splits, split).tensors()
-    if active_index is not None:
-        x = gather_active(model, x, active_index)
-    pred = splits.denormalize(predict(model, x))
-    target = splits.denormalize(y)
-    out = evaluate_metrics(pred, target)
-    if splits.is_grid:
-        out.update(image_metrics(pred, target))
-    return out
+    """The space's whole-field metrics (original units) of ``model`` on ``split``: a
+    compacted model if ``active_index`` is given (it receives only those sensors' input),
+    else dense."""
+    pred, y = predict(model, getattr(splits, split), space=space, active_index=active_index)
+    return space.metrics(splits.denormalize(pred), splits.denormalize(y))
 
 
+# ---------------------------------------------------------------- training
 def fit(
-    model: nn.Module,
+    model: GatedBackbone,
     splits: WindowSplits,
-    cfg: TrainConfig,
+    train: TrainConfig,
+    sched: ScheduleConfig,
     *,
+    scheme: str,
+    sparsity: float,
+    seed: int,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Train ``model`` (a gated backbone) under ``cfg.scheme``; keeps the best-validation
-    weights among epochs whose active set is final. Deterministic on CPU for a seed."""
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    x_tr, y_tr = splits.train.tensors()
-    x_va, y_va = splits.val.tensors()
-    n = getattr(model, "num_sensors", x_tr.shape[2])
-    steps_per_epoch = math.ceil(x_tr.shape[0] / cfg.batch_size)
-    sched = make_schedule(cfg, n, steps_per_epoch)
-    sp = Sparsifier(sched, theta_lr=cfg.theta_lr, l1=cfg.l1, seed=cfg.seed)
+    """Train ``model`` (a gated backbone) under ``scheme`` to ``sparsity``; keeps the
+    best-validation weights among epochs whose active set is final. Deterministic on CPU
+    for a seed.
+
+    ``on_epoch(state)`` receives, after every epoch, the state that ``resume=state``
+    continues from (weights, optimizer, schedule, sparsifier, RNGs, history).
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    loader = train_loader(splits.train, train.batch_size, gen)
+    n = model.num_sensors
+    steps_per_epoch = len(loader)
+    schedule = make_schedule(train, sched, scheme, sparsity, n, steps_per_epoch)
+    sp = Sparsifier(schedule, theta_lr=sched.theta_lr, l1=sched.l1, seed=seed)
     std = torch.as_tensor(splits.std, dtype=torch.float32)
     weight = (std / std.mean())[None, None]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * steps_per_epoch
-    lr_at = lambda s: cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(total, 1))))  # noqa: E731
-    result = FitResult(sparsifier=sp, best_val_mae=float("inf"), best_epoch=-1, config=cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    lr = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr(train.epochs * steps_per_epoch))
+    result = FitResult(sparsifier=sp, best_val_mae=float("inf"), best_epoch=-1)
     best_state: dict[str, Tensor] | None = None
+    start_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        lr.load_state_dict(resume["lr_scheduler"])
+        sp.load_state_dict(resume["sparsifier"])
+        gen.set_state(resume["batch_rng"])
+        torch.set_rng_state(resume["torch_rng"])
+        best_state = resume["best_state"]
+        result.best_val_mae, result.best_epoch = resume["best_val_mae"], resume["best_epoch"]
+        result.losses, result.val_maes = list(resume["losses"]), list(resume["val_maes"])
+        result.seconds = resume["seconds"]
+        start_epoch = resume["epoch"]
     compact, compact_for = None, None
-    start = time.perf_counter()
+    start = time.perf_counter() - result.seconds
     model.train()
-    for epoch in range(cfg.epochs):
+    for epoch in range(start_epoch, train.epochs):
         losses = []
-        for idx in _batches(x_tr.shape[0], cfg.batch_size, gen):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(sp.step_count)
-            xb, yb = x_tr[idx], y_tr[idx]
-            if sp.done_pruning and sched.scheme != "dense":
+        for xb, yb in loader:
+            if sp.done_pruning and schedule.scheme != "dense":
                 key = tuple(sp.active_index().tolist())
                 if compact_for != key:
                     compact, compact_for = model.compact(sp.active_index(), sp.theta.detach()), key
-                pred = compact(gather_active(compact, xb, sp.active_index()))
+                pred = compact(compact.gather_input(xb))
             else:
                 pred = model(xb, sp.gate())
             loss = masked_weighted_l1(pred, yb, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if sp.trains_network:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
                 opt.step()
             sp.step()
+            lr.step()
             losses.append(float(loss.detach()))
         result.losses.append(statistics.fmean(losses))
         val_mae = float("nan")
         if sp.done_pruning:
-            gate = None if sched.scheme == "dense" else sp.gate().detach()
-            pred = splits.denormalize(predict(model, x_va, gate))
-            val_mae = evaluate_metrics(pred, splits.denormalize(y_va))["mae"]
+            gate = None if schedule.scheme == "dense" else sp.gate().detach()
+            pred, y = predict(model, splits.val, gate)
+            val_mae = evaluate_metrics(splits.denormalize(pred), splits.denormalize(y))["mae"]
             if val_mae < result.best_val_mae:
                 result.best_val_mae, result.best_epoch = val_mae, epoch
                 best_state = copy.deepcopy(model.state_dict())
         result.val_maes.append(val_mae)
+        result.seconds = time.perf_counter() - start
         if progress is not None:
             progress(
                 {
                     "epoch": epoch + 1,
-                    "epochs": cfg.epochs,
+                    "epochs": train.epochs,
                     "phase": sp.phase,
                     "round": sp.round,
                     "sparsity": sp.sparsity,
@@ -205,25 +256,26 @@ def fit(
                     "val_mae": val_mae,
                 }
             )
+        if on_epoch is not None:
+            on_epoch(
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "lr_scheduler": lr.state_dict(),
+                    "sparsifier": sp.state_dict(),
+                    "batch_rng": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "best_state": best_state,
+                    "best_val_mae": result.best_val_mae,
+                    "best_epoch": result.best_epoch,
+                    "losses": list(result.losses),
+                    "val_maes": list(result.val_maes),
+                    "seconds": result.seconds,
+                }
+            )
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - start
     result.optimizer_state = opt.state_dict()
     return result
-
-
-def time_side_by_side(
-    fns: dict[str, Callable[[], Any]], repeats: int = 30, warmup: int = 5
-) -> dict[str, float]:
-    """Median wall time in ms of each function, interleaved in one process."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for f in fns.values():
-                f()
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(repeats):
-            for k, f in fns.items():
-                t0 = time.perf_counter()
-                f()
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}

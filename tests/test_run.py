@@ -11,16 +11,17 @@ import torch
 
 from dynst_fast.artifacts import load_checkpoint
 from dynst_fast.cli import main
+from dynst_fast.config import RunConfig
 from dynst_fast.data import make_windows, synthetic_sensor_network
-from dynst_fast.models import build_graph_model
-from dynst_fast.run import RunConfig, run
+from dynst_fast.models import build_backbone
+from dynst_fast.run import run
 from dynst_fast.sparsifier import Sparsifier
 
 
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("run")
-    cfg = RunConfig(epochs=6, out=str(out), also=["random"], quiet=True, horizon=6)
+    cfg = RunConfig.from_flags(epochs=6, out=str(out), also=["random"], quiet=True, horizon=6)
     return run(cfg)
 
 
@@ -59,13 +60,13 @@ def test_run_directory_artifacts(planted_run: dict) -> None:
 def test_checkpoint_rebuilds_the_compacted_model(planted_run: dict) -> None:
     ck = load_checkpoint(planted_run["out"])
     ds = synthetic_sensor_network()
-    model = build_graph_model(
-        ck["model_name"],
-        ds.adjacency,
+    model = build_backbone(
+        ck["model"]["name"],
+        ds.sensor_space(),
         ck["t_in"],
         ck["t_out"],
         ck["num_channels"],
-        **ck["model_kwargs"],
+        ck["model"]["options"],
     )
     model.load_state_dict(ck["model_state"])
     sp = Sparsifier.from_state_dict(ck["sparsifier"])

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from dynst_fast.artifacts import load_checkpoint
+from dynst_fast.artifacts import load_checkpoint, rebuild_model
 from dynst_fast.cli import main
+from dynst_fast.config import RunConfig
 from dynst_fast.data import load_grid_dataset, make_windows, synthetic_grid
-from dynst_fast.run import RunConfig, rebuild_model, run
+from dynst_fast.run import run
 from dynst_fast.sparsifier import Sparsifier
 
 TINY_VIT = {"dim": 16, "depth": 1, "heads": 2, "decoder_dim": 16, "decoder_heads": 2}
@@ -36,8 +37,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def vit_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("vit_run")
-    cfg = RunConfig(
-        model="vit", epochs=6, horizon=6, out=str(out), quiet=True, model_options=TINY_VIT
+    cfg = RunConfig.from_flags(
+        model="vit", epochs=6, horizon=6, out=str(out), quiet=True, option=TINY_VIT
     )
     with one_thread():
         return run(cfg)

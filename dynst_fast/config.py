@@ -1,0 +1,409 @@
+"""One configuration tree for ``dynst run``: every setting and its default, stated once.
+
+``RunConfig`` holds the sections ``data``, ``model``, ``schedule``, ``train`` and ``timing``
+and a few top-level settings. The command line is generated from the tree
+(:func:`add_arguments`), so every field can be set as a flag; a TOML file with the same
+sections sets them too (``dynst run --config FILE.toml``), and every run directory saves
+its resolved ``config.toml``, which reproduces the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "dense")
+SPARSE_SCHEMES = tuple(s for s in SCHEMES if s != "dense")
+
+
+def setting(default: Any, help: str, *, flag: str | None = None, choices=None) -> Any:
+    """A config field: its default, its help line, and optionally its flag and choices."""
+    meta = {"help": help, "flag": flag, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=type(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data set and its windows."""
+
+    path: str | None = setting(
+        None,
+        "graph data directory or values file, or grid data (.npy [T, H, W] or [T, C, H, W], "
+        "or a directory holding one) (default: the synthetic planted sensor network, or the "
+        "synthetic planted grid for image models)",
+        flag="--data",
+    )
+    patch: int = setting(
+        4, "image models: patch size p, one sensor per p x p patch (H, W padded up)"
+    )
+    t_in: int = setting(12, "input window length in steps")
+    horizon: int = setting(12, "output window length in steps")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The backbone (a name of the registry) and its typed options."""
+
+    name: str | None = setting(
+        None,
+        "backbone (default: the default model of the data's kind, stgcn for graph data and "
+        "vit for grid data)",
+        flag="--model",
+    )
+    hidden: int | None = setting(None, "model width: the backbone's width option")
+    options: dict[str, Any] = setting(
+        {}, "a backbone option KEY=VALUE (repeatable; see --model's list)", flag="--option"
+    )
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """What the sparse trainings do (DESIGN.md section 4), in fractions of training."""
+
+    scheme: str = setting("dynst", "the sparse scheme", choices=SPARSE_SCHEMES)
+    also: list[str] = setting(
+        [], "more sparse schemes to train and report beside the main one", choices=SPARSE_SCHEMES
+    )
+    sparsity: float | None = setting(
+        None,
+        "target sparsity in [0, 1) (default: the planted sparsity on synthetic data, else 0.5)",
+    )
+    rounds: int = setting(10, "pruning rounds (one-shot uses 1; fixed swaps in each)")
+    warmup_frac: float = setting(0.0, "share of training steps before the first round")
+    prune_frac: float = setting(0.6, "share of training steps the rounds take")
+    mask_frac: float = setting(0.3, "share of each round's steps that train theta")
+    swap_fraction: float = setting(0.05, "share of the active sensors swapped per round")
+    theta_lr: float = setting(2e-2, "Adam learning rate of theta in mask phases")
+    l1: float = setting(1e-3, "L1 pull on theta in mask phases")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The network's optimisation (AdamW, cosine learning rate down to 0.1 x)."""
+
+    epochs: int = setting(30, "epochs per training (dense, sparse)")
+    batch_size: int = setting(32, "windows per optimizer step")
+    lr: float = setting(2e-3, "peak learning rate")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    grad_clip: float = setting(5.0, "gradient norm clip")
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How dense and compacted inference are timed side by side."""
+
+    batch: int = setting(64, "test windows per timed call", flag="--time-batch")
+    repeats: int = setting(30, "timed rounds (each times every model once)", flag="--time-repeats")
+    warmup: int = setting(5, "untimed calls of each model first", flag="--time-warmup")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``dynst run`` takes; see ``dynst run --help``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    seed: int = setting(0, "seeds the data generator, the weights, the batches and the masks")
+    out: str | None = setting(None, "run directory (default: runs/<dataset>_<model>_...)")
+    quiet: bool = setting(False, "no progress bars")
+
+    def validate(self) -> RunConfig:
+        """Raise one clear ``ValueError`` naming the flag of the first bad value."""
+        d, m, s, t, tm = self.data, self.model, self.schedule, self.train, self.timing
+        if isinstance(d.patch, bool) or not isinstance(d.patch, int) or d.patch < 1:
+            raise ValueError(f"--patch must be a positive integer, got {d.patch!r}")
+        if m.hidden is not None and m.hidden < 1:
+            raise ValueError("--hidden must be >= 1")
+        if m.name is not None:
+            from .models import backbone
+
+            backbone(m.name)  # unknown names: one clear error naming the choices
+        if s.sparsity is not None and not (0.0 <= s.sparsity < 1.0):
+            raise ValueError(f"--sparsity must be in [0, 1), got {s.sparsity}")
+        for scheme in [s.scheme, *s.also]:
+            if scheme not in SPARSE_SCHEMES:
+                raise ValueError(
+                    f"unknown sparse scheme {scheme!r}; choose from {', '.join(SPARSE_SCHEMES)} "
+                    "(dense always runs)"
+                )
+        for section, name in (
+            (t, "epochs"),
+            (d, "t_in"),
+            (d, "horizon"),
+            (t, "batch_size"),
+            (tm, "batch"),
+            (s, "rounds"),
+            (tm, "repeats"),
+        ):
+            if getattr(section, name) < 1:
+                raise ValueError(f"{flag_of(section, name)} must be >= 1")
+        if tm.warmup < 0:
+            raise ValueError("--time-warmup must be >= 0")
+        for section, name in ((s, "warmup_frac"), (s, "prune_frac"), (s, "mask_frac")):
+            if not 0.0 <= getattr(section, name) <= 1.0:
+                raise ValueError(f"{flag_of(section, name)} must be in [0, 1]")
+        if not 0.0 <= s.swap_fraction < 1.0:
+            raise ValueError(f"--swap-fraction must be in [0, 1), got {s.swap_fraction}")
+        for section, name in ((t, "lr"), (s, "theta_lr")):
+            v = getattr(section, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{flag_of(section, name)} must be a positive number, got {v}")
+        for section, name in ((t, "weight_decay"), (s, "l1"), (t, "grad_clip")):
+            v = getattr(section, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{flag_of(section, name)} must be >= 0, got {v}")
+        return self
+
+    @classmethod
+    def from_flags(cls, **settings: Any) -> RunConfig:
+        """A config from settings named after their flags, as the command line names them
+        (``epochs=6``, ``data="runs/x"``, ``time_batch=4``, ``option={"dim": 16}``): the
+        Python API's way to write ``dynst run --epochs 6 ...``."""
+        cfg = cls()
+        by_flag = {_flag(f)[2:].replace("-", "_"): (section, f) for section, f in leaves()}
+        sections: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for key, value in settings.items():
+            if key not in by_flag:
+                raise ValueError(f"unknown setting {key!r}; settings: {', '.join(by_flag)}")
+            section, f = by_flag[key]
+            (sections.setdefault(section, {}) if section else top)[f.name] = value
+        new = {s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()}
+        return dataclasses.replace(cfg, **new, **top)
+
+    # ---------------------------------------------------------------- dicts and TOML
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "the configuration") -> RunConfig:
+        """A config from nested dicts (as TOML gives them); unknown keys and values of the
+        wrong type are one clear ``ValueError`` that names them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source} must be a table of settings")
+        return _build(cls, d, source, "")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no configuration file at {path}")
+        try:
+            d = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+        return cls.from_dict(d, str(path))
+
+    def to_toml(self) -> str:
+        """The tree as TOML (unset settings, which are None, are left out)."""
+        import tomli_w
+
+        return tomli_w.dumps(_drop_none(self.to_dict()))
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+
+def _build(cls: type, d: dict[str, Any], source: str, prefix: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"{source}: unknown setting '{prefix}{unknown[0]}'")
+    kwargs = {}
+    for name, value in d.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: [{prefix}{name}] must be a table")
+            kwargs[name] = _build(kind, value, source, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, kind, f"{source}: {prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, what: str) -> Any:
+    """``value`` checked against the field type ``kind`` (ints are accepted as floats)."""
+    if type(None) in typing.get_args(kind):
+        if value is None:
+            return None
+        kind = _unwrap_optional(kind)
+    origin = typing.get_origin(kind)
+    if origin is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    name = getattr(kind, "__name__", str(kind))
+    raise ValueError(f"{what} must be {name}, got {value!r}")
+
+
+# ---------------------------------------------------------------- the command line
+def leaves(cfg: Any = None, cls: type = RunConfig) -> list[tuple[str | None, dataclasses.Field]]:
+    """``(section, field)`` of every setting, sections in tree order (None: top level)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        kind = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(kind):
+            out += [(f.name, g) for _, g in leaves(None, kind)]
+        else:
+            out.append((None, f))
+    return out
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or f"--{f.name.replace('_', '-')}"
+
+
+def flag_of(section: Any, name: str) -> str:
+    """The flag of field ``name`` of a section (an instance or class of a section)."""
+    return _flag(next(f for f in dataclasses.fields(section) if f.name == name))
+
+
+def _dest(section: str | None, name: str) -> str:
+    return f"{section}.{name}" if section else name
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting of the tree, with its help and default."""
+    defaults = RunConfig()
+    groups: dict[str | None, Any] = {}
+    for section, f in leaves():
+        if section not in groups:
+            title = f"{section} settings" if section else "run settings"
+            groups[section] = parser.add_argument_group(title)
+        group = groups[section]
+        default = getattr(getattr(defaults, section) if section else defaults, f.name)
+        kind = typing.get_type_hints(type(getattr(defaults, section)) if section else RunConfig)[
+            f.name
+        ]
+        flag = _flag(f)
+        text = f.metadata.get("help", "")
+        kw: dict[str, Any] = {"dest": _dest(section, f.name), "default": argparse.SUPPRESS}
+        choices = f.metadata.get("choices")
+        if flag == "--model":
+            text = _model_help(text)
+        base = _unwrap_optional(kind)
+        if base is bool:
+            group.add_argument(flag, action="store_true", help=text, **kw)
+            continue
+        kw["metavar"] = f.name.upper()
+        if typing.get_origin(base) is list:
+            kw.update(nargs="*", metavar="SCHEME")
+        elif typing.get_origin(base) is dict:
+            kw.update(action="append", type=_key_value, metavar="KEY=VALUE")
+        else:
+            kw["type"] = base
+        if choices is not None:
+            kw["choices"] = choices
+            text = f"{text}: {', '.join(choices)}"
+        if default not in (None, [], {}):
+            text = f"{text} (default: {default})"
+        group.add_argument(flag, help=text, **kw)
+
+
+def _unwrap_optional(kind: Any) -> Any:
+    """``X`` of ``X | None``; any other type as it is."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return kind
+
+
+def _model_help(text: str) -> str:
+    from .models import backbone, backbone_names
+
+    lines = []
+    for name in backbone_names():
+        spec = backbone(name)
+        opts = ", ".join(spec.option_types())
+        lines.append(f"{name} ({spec.space} data{', default' if spec.default else ''}: "
+                     f"{spec.summary}; options {opts})")  # fmt: skip
+    return f"{text}. Models: " + "; ".join(lines)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def apply_arguments(cfg: RunConfig, ns: argparse.Namespace) -> RunConfig:
+    """``cfg`` with every setting given on the command line replaced (a new config)."""
+    given = vars(ns)
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for section, f in leaves():
+        dest = _dest(section, f.name)
+        if dest not in given:
+            continue
+        value = given[dest]
+        if f.name == "options" and section == "model":
+            value = {**cfg.model.options, **dict(value)}
+        if section:
+            sections.setdefault(section, {})[f.name] = value
+        else:
+            top[f.name] = value
+    new = {s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()}
+    return dataclasses.replace(cfg, **new, **top)
+
+
+def given_settings(ns: argparse.Namespace) -> list[str]:
+    """The flags of the settings given on the command line."""
+    out = []
+    for section, f in leaves():
+        if _dest(section, f.name) in vars(ns):
+            out.append(_flag(f))
+    return out
+
+
+def command_line(cfg: RunConfig) -> str:
+    """``dynst run`` with the flags of every setting that differs from its default."""
+    defaults = RunConfig()
+    parts = ["dynst run"]
+    for section, f in leaves():
+        value = getattr(getattr(cfg, section) if section else cfg, f.name)
+        default = getattr(getattr(defaults, section) if section else defaults, f.name)
+        if value == default or f.name == "quiet":
+            continue
+        flag = _flag(f)
+        if isinstance(value, bool):
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts.append(" ".join([flag, *map(str, value)]))
+        elif isinstance(value, dict):
+            parts += [f"{flag} {k}={v}" for k, v in value.items()]
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
