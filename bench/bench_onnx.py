@@ -26,9 +26,10 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from dynst_fast.artifacts import write_atomic, write_json
-from dynst_fast.export import export_run, load_run, serving_model, verification_inputs
-from dynst_fast.train import time_side_by_side
+from dynst_fast.artifacts import load_run, write_atomic, write_json
+from dynst_fast.deploy import deployable, example_inputs
+from dynst_fast.export import export_run
+from dynst_fast.timing import side_by_side
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -45,10 +46,10 @@ def bench_run(run_dir: str, batches: list[int], repeats: int, tmp: Path) -> list
     export_run(run_dir, paths["compact"])
     export_run(run_dir, paths["dense"], dense=True)
     sessions = {kind: _session(p) for kind, p in paths.items()}
-    modules = {kind: serving_model(bundle, dense=kind == "dense") for kind in paths}
+    modules = {kind: deployable(bundle, dense=kind == "dense") for kind in paths}
     rows = []
     for b in batches:
-        xs = {k: verification_inputs(bundle, idx, max_windows=b) for k, (_, idx) in modules.items()}
+        xs = {k: example_inputs(bundle, idx, max_windows=b) for k, (_, idx) in modules.items()}
         feeds = {k: {"x": v.numpy()} for k, v in xs.items()}
         fns: dict[str, dict] = {"torch": {}, "ort": {}}
         for kind in ("dense", "compact"):
@@ -58,15 +59,15 @@ def bench_run(run_dir: str, batches: list[int], repeats: int, tmp: Path) -> list
         # Each engine's pair is interleaved on its own: torch's OpenMP workers keep
         # spinning after a call, which slows an onnxruntime call that follows at once.
         t = {
-            **time_side_by_side(fns["torch"], repeats, 5),
-            **time_side_by_side(fns["ort"], repeats, 5),
+            **side_by_side(fns["torch"], repeats, 5),
+            **side_by_side(fns["ort"], repeats, 5),
         }
         torch_speedup = t["torch_dense"] / t["torch_compact"]
         ort_speedup = t["ort_dense"] / t["ort_compact"]
         rows.append(
             {
                 "run": name,
-                "model": bundle.checkpoint["model_name"],
+                "model": bundle.checkpoint["model"]["name"],
                 "sparsity": round(1 - bundle.active_index.numel() / bundle.theta.numel(), 3),
                 "num_active": int(bundle.active_index.numel()),
                 "num_sensors": int(bundle.theta.numel()),

@@ -16,9 +16,15 @@ import pytest
 import torch
 
 from dynst_fast import export as ex
+from dynst_fast.artifacts import load_run
 from dynst_fast.cli import main
-from dynst_fast.run import RunConfig, run
-from dynst_fast.serve import PredictError, load_sidecar, read_input
+from dynst_fast.config import RunConfig
+from dynst_fast.deploy import deployable
+from dynst_fast.export import forms
+from dynst_fast.export import onnx as ex_onnx
+from dynst_fast.run import run
+from dynst_fast.sensors import frames_to_tiles
+from dynst_fast.serve import PredictError, load_sidecar, read_input, sha256_of
 
 GRAPH_MODELS = ("stgcn", "masked-stgcn")
 SPARSITIES = (0.0, 0.3, 0.7)
@@ -36,14 +42,14 @@ TINY = {
 def _tiny_run(root: Path, model: str, sparsity: float) -> Path:
     out = root / f"{model}_{sparsity:g}"
     hidden, options = TINY[model]
-    cfg = RunConfig(
+    cfg = RunConfig.from_flags(
         model=model,
         sparsity=sparsity,
         epochs=1,
         horizon=3,
         batch_size=64,
         hidden=hidden,
-        model_options=options,
+        option=options,
         time_batch=4,
         quiet=True,
         out=str(out),
@@ -78,7 +84,7 @@ def _dims(value_info) -> list:
 def test_export_matches_the_pytorch_compacted_model(runs, exported, model, sparsity) -> None:
     path = exported[(model, sparsity)]
     meta = json.loads(Path(f"{path}.json").read_text())
-    bundle = ex.load_run(runs[(model, sparsity)])
+    bundle = load_run(runs[(model, sparsity)])
     k, n = int(bundle.active_index.numel()), bundle.theta.numel()
     assert k == n - round(sparsity * n)
     assert meta["sensor_ids"] == [bundle.sensor_ids[i] for i in bundle.active_index.tolist()]
@@ -87,14 +93,14 @@ def test_export_matches_the_pytorch_compacted_model(runs, exported, model, spars
         i for i, a in zip(mask["sensor_ids"], mask["active"], strict=True) if a
     ]
     assert meta["num_sensors"] == n and meta["t_in"] == 12 and meta["t_out"] == 3
-    assert meta["sha256"] == ex.sha256_of(path)
+    assert meta["sha256"] == sha256_of(path)
     assert meta["input"]["shape"] == ["batch", 12, k, 1]
     assert meta["output"]["shape"] == ["batch", 3, n, 1]
 
     graph = onnx.load(str(path)).graph
     assert _dims(graph.input[0]) == ["batch", 12, k, 1]
     assert _dims(graph.output[0])[1:] == [3, n, 1]
-    assert ex.non_default_domains(path) == []
+    assert ex_onnx.non_default_domains(path) == []
 
     compact = bundle.model.compact(bundle.active_index, bundle.theta).eval()
     mean = torch.as_tensor(bundle.splits.mean)
@@ -116,8 +122,8 @@ def test_export_matches_the_pytorch_compacted_model(runs, exported, model, spars
 def test_image_export_matches_the_pytorch_compacted_model(runs, exported, model, sparsity) -> None:
     path = exported[(model, sparsity)]
     meta = json.loads(Path(f"{path}.json").read_text())
-    bundle = ex.load_run(runs[(model, sparsity)])
-    idx, grid = bundle.active_index, bundle.grid
+    bundle = load_run(runs[(model, sparsity)])
+    idx, grid = bundle.active_index, bundle.space.grid
     k, n, p = int(idx.numel()), grid.num_patches, grid.patch
     assert k == n - round(sparsity * n)
     assert meta["kind"] == "image" and meta["grid"]["patch"] == p
@@ -126,7 +132,7 @@ def test_image_export_matches_the_pytorch_compacted_model(runs, exported, model,
     assert meta["output"]["shape"] == ["batch", 3, 1, grid.height, grid.width]
     graph = onnx.load(str(path)).graph
     assert _dims(graph.input[0]) == ["batch", k, 12, 1, p, p]
-    assert ex.non_default_domains(path) == []
+    assert ex_onnx.non_default_domains(path) == []
 
     compact = bundle.model.compact(idx, bundle.theta).eval()
     mean = torch.as_tensor(bundle.splits.mean)
@@ -137,7 +143,7 @@ def test_image_export_matches_the_pytorch_compacted_model(runs, exported, model,
         frames = bundle.splits.denormalize(x_all[:batch]).to(torch.float32)
         with torch.no_grad():  # what the PyTorch compacted model gives on the same frames
             want = (compact(compact.gather_input(x_all[:batch])) * std + mean).numpy()
-        tiles = ex.frames_to_tiles(frames, grid)[:, idx]
+        tiles = frames_to_tiles(frames, grid)[:, idx]
         got = sess.run(None, {"x": tiles.numpy()})[0]
         assert got.shape == (batch, 3, 1, grid.height, grid.width)
         assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4
@@ -145,12 +151,12 @@ def test_image_export_matches_the_pytorch_compacted_model(runs, exported, model,
 
 def test_image_predict_takes_tiles_or_frames(runs, exported, tmp_path) -> None:
     path = exported[("vit", 0.3)]
-    bundle = ex.load_run(runs[("vit", 0.3)])
+    bundle = load_run(runs[("vit", 0.3)])
     x, _ = bundle.splits.test.tensors()
     frames = bundle.splits.denormalize(x[:2]).numpy()
     np.save(tmp_path / "frames.npy", frames)
     np.save(tmp_path / "one.npy", frames[0])
-    tiles = ex.frames_to_tiles(torch.from_numpy(frames), bundle.grid)[:, bundle.active_index]
+    tiles = frames_to_tiles(torch.from_numpy(frames), bundle.space.grid)[:, bundle.active_index]
     np.save(tmp_path / "tiles.npy", tiles.numpy())
     outs = {}
     for name in ("frames", "one", "tiles"):
@@ -161,7 +167,7 @@ def test_image_predict_takes_tiles_or_frames(runs, exported, tmp_path) -> None:
     np.testing.assert_allclose(outs["frames"], outs["tiles"], rtol=1e-6)
     np.testing.assert_allclose(outs["one"], outs["tiles"][:1], rtol=1e-6)
     meta = load_sidecar(path)
-    j, g = meta["input_index"][1], bundle.grid
+    j, g = meta["input_index"][1], bundle.space.grid
     frames[1, 4, 0, (j // g.cols) * g.patch, (j % g.cols) * g.patch] = np.nan  # in patch j
     np.save(tmp_path / "nan.npy", frames)
     with pytest.raises(PredictError, match=f"NaN or inf .*sensor '{meta['sensor_ids'][1]}'"):
@@ -185,7 +191,7 @@ def test_dense_export_takes_every_sensor(runs, tmp_path) -> None:
 
 
 def test_export_fails_loudly_and_leaves_nothing(runs, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(ex, "TOLERANCE", -1.0)  # no model can agree this well
+    monkeypatch.setattr(ex_onnx, "TOLERANCE", -1.0)  # no model can agree this well
     path = tmp_path / "out" / "m.onnx"
     with pytest.raises(ex.ExportError, match="disagree"):
         ex.export_run(runs[("stgcn", 0.3)], path)
@@ -202,7 +208,7 @@ def test_custom_domains_are_detected(tmp_path) -> None:
     )
     path = tmp_path / "custom.onnx"
     onnx.save(onnx.helper.make_model(g), str(path))
-    assert ex.non_default_domains(path) == ["dynst::Spmm"]
+    assert ex_onnx.non_default_domains(path) == ["dynst::Spmm"]
 
 
 def test_export_cli_errors(runs, tmp_path, capsys) -> None:
@@ -236,8 +242,8 @@ def test_predict_matches_pytorch_without_importing_torch(runs, exported, tmp_pat
     assert proc.returncode == 0, proc.stderr
     got = np.load(tmp_path / "out.npy")
 
-    bundle = ex.load_run(runs[("stgcn", 0.3)])
-    module, _ = ex.serving_model(bundle)
+    bundle = load_run(runs[("stgcn", 0.3)])
+    module, _ = deployable(bundle)
     with torch.no_grad():
         want = module(torch.from_numpy(x)).numpy()
     assert got.shape == (5, 3, 80, 1)
@@ -364,7 +370,7 @@ def test_exported_message_passing_forms_match_the_reference(monkeypatch, dense_m
     from dynst_fast.graph import CSRGraph
     from dynst_fast.ops import reference
 
-    monkeypatch.setattr(reference, "EXPORT_DENSE_MAX", dense_max)
+    monkeypatch.setattr(forms, "DENSE_MAX", dense_max)
     base = random_graph(17, seed=3)  # self-loops; add a duplicate edge and an empty row
     rows = base.row_index().tolist() + [4]
     cols = base.col.tolist() + [int(base.col[base.rowptr[4]])]
@@ -381,18 +387,16 @@ def test_exported_message_passing_forms_match_the_reference(monkeypatch, dense_m
     x = torch.randn(3, 17, 5)
     gate = torch.rand(17) * (torch.rand(17) > 0.3)
     want = reference.gated_spmm(graph, x, gate)
-    torch.testing.assert_close(reference.gated_spmm_export(graph, x, gate), want)
+    torch.testing.assert_close(forms.gated_spmm_export(graph, x, gate), want)
     torch.testing.assert_close((dense * gate) @ x, want)
-    torch.testing.assert_close(reference.gated_spmm_padded(graph, x, gate), want)
+    torch.testing.assert_close(forms.gated_spmm_padded(graph, x, gate), want)
     assert graph.padded_rows()[0].shape == (17, int((graph.rowptr[1:] - graph.rowptr[:-1]).max()))
 
 
 def test_export_through_padded_rows(runs, tmp_path, monkeypatch) -> None:
-    from dynst_fast.ops import reference
-
-    monkeypatch.setattr(reference, "EXPORT_DENSE_MAX", 0)  # force the gather/sum form
+    monkeypatch.setattr(forms, "DENSE_MAX", 0)  # force the gather/sum form
     path = tmp_path / "padded.onnx"
     meta = ex.export_run(runs[("stgcn", 0.3)], path)
     assert meta["verification"]["max_rel_error"] <= 1e-4
     ops_used = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert "ReduceSum" in ops_used and ex.non_default_domains(path) == []
+    assert "ReduceSum" in ops_used and ex_onnx.non_default_domains(path) == []

@@ -1,0 +1,128 @@
+"""The ONNX export target: a deployable model as a standard ONNX file, verified.
+
+The model is traced through its export forms (``forms.standard_forms``), so the file
+holds default-domain ONNX operators only and stock onnxruntime runs it. Batch is
+dynamic. Export writes to a temporary file, runs onnxruntime and PyTorch on real test
+windows, and only when they agree (max |onnx - torch| / max |torch| <= ``TOLERANCE``)
+moves the model and its sidecar ``<out>.json`` into place. On any failure nothing is left
+behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..artifacts import write_json
+from ..serve import sha256_of
+from .forms import standard_forms
+
+SUFFIX = ".onnx"
+OPSET = 18
+TOLERANCE = 1e-4
+INPUT_NAME, OUTPUT_NAME = "x", "y"
+
+
+class ExportError(RuntimeError):
+    """Export could not produce a verified model (nothing was written)."""
+
+
+def to_onnx(module: nn.Module, example: Tensor, path: Path, opset: int = OPSET) -> None:
+    """``module``'s export form traced on ``example`` and written by ``torch.onnx.export``
+    (dynamo), batch dynamic."""
+    gm = standard_forms(module, example)
+    batch = torch.export.Dim("batch", min=2)
+    if example.shape[0] < 2:
+        example = example.expand(2, *example.shape[1:]).contiguous()
+    with torch.no_grad():
+        torch.onnx.export(
+            gm,
+            (example,),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+
+
+def non_default_domains(path: Path) -> list[str]:
+    """``domain::op`` of every node outside the default ONNX domain (empty when clean)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    bad = set()
+    for g in [model.graph, *model.functions]:
+        for node in g.node:
+            if node.domain not in ("", "ai.onnx"):
+                bad.add(f"{node.domain}::{node.op_type}")
+    return sorted(bad)
+
+
+def verify(module: nn.Module, path: Path, inputs: Tensor, batch: int = 16) -> dict[str, float]:
+    """Run PyTorch and onnxruntime on ``inputs`` (in batches); raise ``ExportError`` if
+    ``max |onnx - torch| / max |torch|`` exceeds the tolerance."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    err, scale = 0.0, 0.0
+    for start in range(0, inputs.shape[0], batch):
+        xb = inputs[start : start + batch]
+        with torch.no_grad():
+            want = module(xb).numpy()
+        got = sess.run([OUTPUT_NAME], {INPUT_NAME: xb.numpy()})[0]
+        if got.shape != want.shape:
+            raise ExportError(f"onnxruntime gave shape {got.shape}, PyTorch {want.shape}")
+        if not np.isfinite(got).all():
+            raise ExportError("onnxruntime produced NaN or inf on a test window")
+        err = max(err, float(np.abs(got - want).max()))
+        scale = max(scale, float(np.abs(want).max()))
+    rel = err / max(scale, np.finfo(np.float32).tiny)
+    if not rel <= TOLERANCE:
+        raise ExportError(
+            f"onnxruntime and PyTorch disagree: max relative error {rel:.3g} > {TOLERANCE:g} "
+            f"(max abs error {err:.3g}); nothing was written"
+        )
+    return {"max_rel_error": rel, "max_abs_error": err, "windows": int(inputs.shape[0])}
+
+
+def export(
+    module: nn.Module, inputs: Tensor, out: Path, sidecar: dict[str, Any], opset: int = OPSET
+) -> dict[str, Any]:
+    """Write ``module`` to ``out`` (verified on ``inputs``) and ``out.json``: ``sidecar``
+    completed with the input/output names, the opset, the verification and the sha256."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=SUFFIX)
+    os.close(fd)
+    tmp, tmp_json = Path(tmp_name), Path(f"{tmp_name}.json")
+    try:
+        to_onnx(module, inputs[:2], tmp, opset)
+        bad = non_default_domains(tmp)
+        if bad:
+            raise ExportError(f"the exported graph uses non-standard operators: {bad}")
+        check = verify(module, tmp, inputs)
+        meta = dict(sidecar)
+        meta["input"] = {"name": INPUT_NAME, **sidecar["input"]}
+        meta["output"] = {"name": OUTPUT_NAME, **sidecar["output"]}
+        meta.update(
+            opset=opset,
+            verification={**check, "tolerance": TOLERANCE, "metric": "max|onnx-torch|/max|torch|"},
+            sha256=sha256_of(tmp),
+        )
+        write_json(tmp_json, meta)
+        os.replace(tmp, out)
+        os.replace(tmp_json, f"{out}.json")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
+        raise
+    return meta
