@@ -44,6 +44,7 @@ def sparse_run(p: Prepared, dense: Trained, scheme: str, sparsity: float) -> dic
         p.cfg, schedule=dataclasses.replace(p.cfg.schedule, sparsity=sparsity)
     )
     trained = run.train_sparse(run.Stages(cfg, checkpoint=False), dense, p.splits, scheme)
-    metrics = run.evaluate_run(dense, {scheme: trained}, p.splits, p.space)[scheme]
-    timing = run.time_run(cfg, dense, {scheme: trained}, p.splits)[scheme]
+    compacts = run.compacted({scheme: trained})
+    metrics = run.evaluate_run(dense, compacts, p.splits, p.space)[scheme]
+    timing = run.time_run(cfg, dense, compacts, p.splits)[scheme]
     return run.sparse_metrics(metrics, trained, timing, p.space)

@@ -317,7 +317,7 @@ def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
     return RunBundle(
         checkpoint=ck,
         config=cfg,
-        space=space_from_state(ck["sensor_space"]),
+        space=model.space,
         model=model,
         dense=dense,
         active_index=sp.active_index(),

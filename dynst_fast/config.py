@@ -269,13 +269,13 @@ def _coerce(value: Any, kind: Any, what: str) -> Any:
 
 
 # ---------------------------------------------------------------- the command line
-def leaves(cfg: Any = None, cls: type = RunConfig) -> list[tuple[str | None, dataclasses.Field]]:
+def leaves(cls: type = RunConfig) -> list[tuple[str | None, dataclasses.Field]]:
     """``(section, field)`` of every setting, sections in tree order (None: top level)."""
     out = []
     for f in dataclasses.fields(cls):
         kind = typing.get_type_hints(cls)[f.name]
         if dataclasses.is_dataclass(kind):
-            out += [(f.name, g) for _, g in leaves(None, kind)]
+            out += [(f.name, g) for _, g in leaves(kind)]
         else:
             out.append((None, f))
     return out

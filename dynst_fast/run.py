@@ -27,7 +27,14 @@ from .artifacts import RunRecord, Trained
 from .baselines import run_baselines
 from .config import RunConfig
 from .data import Dataset, WindowSplits, load_dataset, make_windows
-from .models import GatedBackbone, backbone, build_backbone, default_backbone, models_for
+from .models import (
+    CompactBackbone,
+    GatedBackbone,
+    backbone,
+    build_backbone,
+    default_backbone,
+    models_for,
+)
 from .report import format_table, render_report
 from .sensors import SPACES, SensorSpace
 from .sparsifier import Sparsifier
@@ -197,24 +204,30 @@ class Timing:
         return self.dense_ms / self.compact_ms
 
 
-def compacted(trained: Trained) -> GatedBackbone:
-    sp = trained.fit.sparsifier
-    return trained.model.compact(sp.active_index(), sp.theta.detach()).eval()
+def compacted(sparse: dict[str, Trained]) -> dict[str, CompactBackbone]:
+    """The deployed (compacted) model of every sparse training, built once."""
+    out = {}
+    for name, t in sparse.items():
+        sp = t.fit.sparsifier
+        out[name] = t.model.compact(sp.active_index(), sp.theta.detach()).eval()
+    return out
 
 
 def evaluate_run(
-    dense: Trained, sparse: dict[str, Trained], splits: WindowSplits, space: SensorSpace
+    dense: Trained,
+    compacts: dict[str, CompactBackbone],
+    splits: WindowSplits,
+    space: SensorSpace,
 ) -> dict[str, dict[str, Any]]:
     """Test metrics of the dense model and of every compacted sparse model."""
     out = {"dense": evaluate(dense.model, splits, space)}
-    for name, t in sparse.items():
-        index = t.fit.sparsifier.active_index()
-        out[name] = evaluate(compacted(t), splits, space, active_index=index)
+    for name, c in compacts.items():
+        out[name] = evaluate(c, splits, space, active_index=c.index)
     return out
 
 
 def time_run(
-    cfg: RunConfig, dense: Trained, sparse: dict[str, Trained], splits: WindowSplits
+    cfg: RunConfig, dense: Trained, compacts: dict[str, CompactBackbone], splits: WindowSplits
 ) -> dict[str, Timing]:
     """For every sparse scheme, dense against compacted inference side by side on the
     first test windows; the compacted time includes gathering the active sensors' input
@@ -222,8 +235,7 @@ def time_run(
     xb, _ = first_windows(splits.test, cfg.timing.batch)
     dense.model.eval()
     out = {}
-    for name, t in sparse.items():
-        c = compacted(t)
+    for name, c in compacts.items():
         times = side_by_side(
             {"dense": lambda: dense.model(xb), "compact": lambda c=c: c(c.gather_input(xb))},
             repeats=cfg.timing.repeats,
@@ -285,8 +297,9 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     dense = train_dense(stages, build(cfg, space, ds.num_channels), splits)
     schemes = [cfg.schedule.scheme, *cfg.schedule.also]
     sparse = {s: train_sparse(stages, dense, splits, s) for s in schemes}
-    metrics = evaluate_run(dense, sparse, splits, space)
-    timings = time_run(cfg, dense, sparse, splits)
+    compacts = compacted(sparse)
+    metrics = evaluate_run(dense, compacts, splits, space)
+    timings = time_run(cfg, dense, compacts, splits)
     main = sparse[cfg.schedule.scheme]
     m = metrics_json(cfg, ds, space, splits, dense, sparse, metrics, timings)
     m["seconds"] = time.perf_counter() - t_start
