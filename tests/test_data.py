@@ -290,6 +290,30 @@ def test_synthetic_graph_links_every_sensor_to_a_planted_one():
     assert (adj[np.ix_(others, ds.planted)] > 0).any(axis=1).all()
 
 
+def test_synthetic_graph_is_the_knn_graph_of_brute_force_distances():
+    ds = synthetic_sensor_network(num_sensors=120, num_planted=20, num_steps=50, seed=4, knn=5)
+    xy = ds.coords.astype(np.float64)  # stored in float32: weights agree to ~1e-6
+    dist = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+    nbr = np.argsort(dist, axis=1)[:, 1:6]
+    adj = ds.adjacency.to_dense().numpy()
+    assert (adj[np.repeat(np.arange(120), 5), nbr.ravel()] > 0).all()
+    sigma = dist[np.arange(120)[:, None], nbr].mean()
+    rows, cols = np.nonzero(adj - np.eye(120))
+    np.testing.assert_allclose(adj[rows, cols], np.exp(-((dist[rows, cols] / sigma) ** 2)), 1e-5)
+
+
+def test_synthetic_large_network_needs_no_dense_matrix():
+    import tracemalloc
+
+    tracemalloc.start()
+    ds = synthetic_sensor_network(num_sensors=12_000, num_planted=100, num_steps=40, seed=2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert ds.adjacency.num_nodes == 12_000 and ds.adjacency.num_edges < 12_000 * 20
+    # one dense N x N float64 matrix would be 1.15 GB
+    assert peak < 100e6, f"peak traced memory {peak / 1e6:.0f} MB"
+
+
 def _next_step_mse(v: np.ndarray, inputs: np.ndarray, t_in: int = 12) -> float:
     """Least squares from the inputs' last t_in steps to every sensor's next step."""
     t = v.shape[0]
