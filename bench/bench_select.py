@@ -65,7 +65,6 @@ def bench_one(n: int, s: float, kf: float, device: str, repeats: int) -> dict[st
             "prune_topk": lambda: torch.topk(mag.masked_fill(~active, inf), k, largest=False),
             "prune_sort": lambda: torch.sort(mag.masked_fill(~active, inf)).indices[:k],
         },
-        device,
         repeats,
     )
     times["k"] = k

@@ -94,6 +94,8 @@ def test_reference_override_replaces_the_cpu_kernel(monkeypatch):
 
 
 def test_triton_backend_without_triton_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DYNST_BACKEND", raising=False)
+    _dispatch.sync()  # whatever an earlier test left installed: start from the defaults
     monkeypatch.setattr(_dispatch, "triton_available", lambda: False)
     monkeypatch.setenv("DYNST_BACKEND", "triton")
     with pytest.raises(RuntimeError, match="pip install triton"):

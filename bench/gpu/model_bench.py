@@ -1,0 +1,174 @@
+"""Model benchmarks: compacted against dense inference, and a short training-step
+comparison, for the STGCN (Los-loop and a planted network of 16,384 sensors) and the ViT
+(ERA5). Models are built as ``dynst run`` builds them (``run.resolve`` + ``run.build``);
+weights are random and the active set is a seeded random one, since speed depends on
+neither. Inputs are the first test windows. Before timing, the compacted model's forecast
+is compared with the gated model's (the equivalence rule), and the difference recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from dynst_fast.config import RunConfig
+from dynst_fast.data import load_dataset, make_windows, shared_data_dir, synthetic_sensor_network
+from dynst_fast.run import build, resolve
+from dynst_fast.train import first_windows
+
+from .results import Suite
+from .timer import measure
+
+SPARSITIES = (0.3, 0.5)
+PLANTED = {False: (16384, 600), True: (256, 300)}  # sensors, steps
+BATCHES = {False: (1, 64), True: (1, 4)}
+TRAIN_BATCH = {False: 64, True: 4}
+
+
+def _shared(name: str) -> Path:
+    d = shared_data_dir() / name
+    if not d.exists():
+        raise FileNotFoundError(f"{d} does not exist")
+    return d
+
+
+def _cases(quick: bool) -> list[tuple[str, str, Callable]]:
+    n, steps = PLANTED[quick]
+    return [
+        ("stgcn", "Los-loop", lambda: load_dataset(str(_shared("los_loop")), kind="graph")),
+        (
+            "stgcn",
+            f"planted {n}",
+            lambda: synthetic_sensor_network(num_sensors=n, num_planted=n // 5, num_steps=steps),
+        ),
+        ("vit", "ERA5", lambda: load_dataset(str(_shared("era5_uk_t2m")), kind="grid")),
+    ]
+
+
+def _setup(model_name: str, ds, device: str):
+    cfg = RunConfig.from_flags(model=model_name)
+    space = ds.sensor_space(cfg.data.patch)
+    cfg = resolve(cfg, ds, space)
+    model = build(cfg, space, ds.num_channels).to(device).eval()
+    splits = make_windows(ds, t_in=cfg.data.t_in, t_out=cfg.data.horizon)
+    return model, splits
+
+
+def _active(n: int, s: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(n)
+    idx = torch.randperm(n, generator=g)[: max(1, round((1 - s) * n))].sort().values.to(device)
+    gate = torch.zeros(n, device=device)
+    gate[idx] = 1.0
+    return idx, gate
+
+
+def bench_inference(suite: Suite, model, splits, name: str, data: str) -> None:
+    n = model.num_sensors
+    for s in SPARSITIES:
+        idx, gate = _active(n, s, suite.device)
+        comp = model.compact(idx).eval()
+        for b in BATCHES[suite.quick]:
+            what = f"{name} {data} s={s} batch {b}"
+            if not suite.out_of_time("models", what, 5):
+                with suite.guard("models", what):
+                    xb = first_windows(splits.test, b)[0].to(suite.device)
+                    row = {"model": name, "data": data, "N": n, "s": s, "K": idx.numel()}
+                    row.update(_inference(suite, model, comp, gate, xb))
+                    suite.add("models", "inference", row)
+
+
+def _inference(suite: Suite, model, comp, gate: torch.Tensor, xb: torch.Tensor) -> dict:
+    with torch.inference_mode():
+        diff = float((comp(comp.gather_input(xb)) - model(xb, gate)).abs().max())
+    t = measure(
+        {
+            "dense": lambda: model(xb),
+            "gated": lambda: model(xb, gate),
+            "compact": lambda: comp(comp.gather_input(xb)),
+        },
+        suite.device,
+        quick=suite.quick,
+    )
+    return {
+        "batch": int(xb.shape[0]),
+        "dense_ms": t["dense"],
+        "gated_ms": t["gated"],
+        "compact_ms": t["compact"],
+        "vs_dense": t["dense"] / t["compact"],
+        "max_abs_diff": diff,
+    }
+
+
+def bench_train_step(suite: Suite, model, splits, name: str, data: str) -> None:
+    """One optimizer step of each phase: dense, gated (the mask phases: the gate gets a
+    gradient), and the fine-tune on the compacted model (what ``train.fit`` runs once the
+    active set is final)."""
+    dev, n, s = suite.device, model.num_sensors, 0.5
+    what = f"{name} {data} train step"
+    if suite.out_of_time("models", what, 10):
+        return
+    with suite.guard("models", what):
+        xb, yb = (t.to(dev) for t in first_windows(splits.train, TRAIN_BATCH[suite.quick]))
+        idx, gate = _active(n, s, dev)
+        theta = gate.clone().requires_grad_()
+        model.train()
+        comp = model.compact(idx, theta.detach())
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(forward: Callable[[], torch.Tensor]) -> None:
+            loss = (forward() - yb).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        t = measure(
+            {
+                "dense": lambda: step(lambda: model(xb)),
+                "gated": lambda: step(lambda: model(xb, theta)),
+                "finetune": lambda: step(lambda: comp(comp.gather_input(xb))),
+            },
+            dev,
+            grad=True,
+            quick=suite.quick,
+        )
+        model.eval()
+        suite.add(
+            "models",
+            "train_step",
+            {
+                "model": name,
+                "data": data,
+                "N": n,
+                "s": s,
+                "batch": int(xb.shape[0]),
+                "dense_ms": t["dense"],
+                "gated_ms": t["gated"],
+                "finetune_ms": t["finetune"],
+                "finetune_vs_dense": t["dense"] / t["finetune"],
+            },
+        )
+
+
+def run_models(suite: Suite) -> None:
+    suite.section(
+        "models",
+        "Dense `model(x)`, gated `model(x, gate)` (the training-time form) and compacted "
+        "`c(c.gather_input(x))` (reading the K active sensors from the full input included), "
+        "side by side; vs_dense = dense / compact time. max_abs_diff: compacted against "
+        "gated forecast (normalised units). Train step: forward, L1 loss, backward, AdamW.",
+    )
+    for name, data, load in _cases(suite.quick):
+        if suite.out_of_time("models", f"{name} {data}", 10):
+            continue
+        model = None
+        with suite.guard("models", f"{name} {data} setup"):
+            model, splits = _setup(name, load(), suite.device)
+        if model is None:
+            continue
+        bench_inference(suite, model, splits, name, data)
+        bench_train_step(suite, model, splits, name, data)
+        del model
+        if suite.device == "cuda":
+            torch.cuda.empty_cache()
