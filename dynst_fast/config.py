@@ -51,6 +51,14 @@ class DataConfig:
     )
     t_in: int = setting(12, "input window length in steps")
     horizon: int = setting(12, "output window length in steps")
+    distance_sigma: float | None = setting(
+        None,
+        "distance lists (PEMS, node-link JSON): sigma of the Gaussian kernel "
+        "exp(-(d / sigma)^2) (default: the standard deviation of the distances)",
+    )
+    distance_threshold: float = setting(
+        0.1, "PEMS distance lists: kernel weights below this are no edge (DCRNN's 0.1)"
+    )
 
 
 @dataclass(frozen=True)

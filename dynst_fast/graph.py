@@ -175,6 +175,27 @@ class CSRGraph:
             num_cols=m.shape[1],
         )
 
+    @classmethod
+    def from_pyg(cls, data: Any, num_nodes: int | None = None) -> CSRGraph:
+        """From a PyTorch Geometric ``Data`` (or anything with ``edge_index`` and
+        optionally ``edge_weight``, a 1-D ``edge_attr``, ``num_nodes``): messages flow
+        ``edge_index[0]`` (source) -> ``edge_index[1]`` (target), PyG's convention."""
+        ei = getattr(data, "edge_index", None)
+        if ei is None:
+            raise TypeError(f"from_pyg: {type(data).__name__} has no edge_index")
+        w = getattr(data, "edge_weight", None)
+        if w is None:
+            attr = getattr(data, "edge_attr", None)
+            if attr is not None and torch.as_tensor(attr).squeeze(-1).dim() == 1:
+                w = torch.as_tensor(attr).squeeze(-1)
+        n = num_nodes if num_nodes is not None else getattr(data, "num_nodes", None)
+        if n is None:
+            n = int(torch.as_tensor(ei).max()) + 1 if torch.as_tensor(ei).numel() else 0
+        if w is not None:
+            w = torch.as_tensor(w)
+            w = w if w.is_floating_point() else w.to(torch.float32)
+        return cls.from_edge_index(torch.as_tensor(ei), int(n), w)
+
     # ------------------------------------------------------------------ views
     @property
     def shape(self) -> tuple[int, int]:
@@ -296,6 +317,38 @@ class CSRGraph:
             f"CSRGraph(shape={self.shape}, num_edges={self.num_edges}, "
             f"dtype={self.weight.dtype}, device={self.device})"
         )
+
+
+GraphLike = Any
+"""What a public API takes as a graph: a ``CSRGraph``, a PyG ``Data``, an
+``(edge_index, edge_weight)`` pair (weight may be None), or a scipy sparse matrix."""
+
+
+def as_graph(graph: GraphLike, num_nodes: int | None = None, who: str = "graph") -> CSRGraph:
+    """``graph`` as a ``CSRGraph`` (itself if it is one). An edge list needs
+    ``num_nodes`` unless its largest index + 1 is the node count. Converting sorts the
+    edges: convert once (``CSRGraph.from_pyg``) where a graph is used many times."""
+    if isinstance(graph, CSRGraph):
+        return graph
+    if hasattr(graph, "edge_index"):
+        return CSRGraph.from_pyg(graph, num_nodes)
+    if isinstance(graph, (tuple, list)) and len(graph) in (1, 2):
+        ei = torch.as_tensor(graph[0])
+        w = graph[1] if len(graph) == 2 else None
+        if num_nodes is None:
+            num_nodes = int(ei.max()) + 1 if ei.numel() else 0
+        return CSRGraph.from_edge_index(ei, num_nodes, None if w is None else torch.as_tensor(w))
+    try:
+        import scipy.sparse as sp
+
+        if sp.issparse(graph):
+            return CSRGraph.from_scipy(graph)
+    except ImportError:
+        pass
+    raise TypeError(
+        f"{who}: expected a CSRGraph, a torch_geometric Data, an (edge_index, edge_weight) "
+        f"pair or a scipy sparse matrix, got {type(graph).__name__}"
+    )
 
 
 def normalize_adjacency(graph: CSRGraph, *, self_loops: bool = False) -> CSRGraph:

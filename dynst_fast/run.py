@@ -46,7 +46,9 @@ from .train import FitResult, evaluate, first_windows, fit
 def load(cfg: RunConfig) -> Dataset:
     """The data set of ``cfg`` (the synthetic planted one of the model's kind if none)."""
     kind = backbone(cfg.model.name).space if cfg.model.name else "graph"
-    return load_dataset(cfg.data.path, kind=kind, seed=cfg.seed, patch=cfg.data.patch)
+    return load_dataset(
+        cfg.data.path, kind=kind, seed=cfg.seed, patch=cfg.data.patch, data=cfg.data
+    )
 
 
 def sensor_space(ds: Dataset, cfg: RunConfig) -> SensorSpace:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DataConfig, RunConfig
+from . import dcrnn, pems, pyg_temporal
 from .graph_formats import GraphDataset, load_graph_dataset
 from .grid import GridDataset, is_grid_data, load_grid_dataset, synthetic_grid
 from .synthetic import synthetic_sensor_network
@@ -24,13 +25,14 @@ Dataset = GraphDataset | GridDataset
 
 @dataclass(frozen=True)
 class DataFormat:
-    """One file layout: ``matches(path)`` says whether ``path`` is in it, ``load(path)``
-    reads it (raising one ``ValueError`` / ``FileNotFoundError`` that names the problem)."""
+    """One file layout: ``matches(path)`` says whether ``path`` is in it, ``load(path,
+    data)`` reads it (``data``: the run's data settings, e.g. the distance kernel), raising
+    one ``ValueError`` / ``FileNotFoundError`` that names the problem."""
 
     name: str
     layout: str
     matches: Callable[[Path], bool]
-    load: Callable[[Path], Dataset]
+    load: Callable[[Path, DataConfig], Dataset]
 
 
 GRID = DataFormat(
@@ -38,16 +40,24 @@ GRID = DataFormat(
     "a .npy array [T, H, W] or [T, C, H, W] (the file, or a directory holding exactly one, "
     "with an optional meta.json)",
     is_grid_data,
-    load_grid_dataset,
+    lambda path, data: load_grid_dataset(path),
 )
+DCRNN = DataFormat("metr-la (DCRNN)", dcrnn.LAYOUT, dcrnn.is_dcrnn_data, dcrnn.load_dcrnn_dataset)
+PYG_TEMPORAL = DataFormat(
+    "pyg-temporal json",
+    pyg_temporal.LAYOUT,
+    pyg_temporal.is_pyg_temporal_json,
+    pyg_temporal.load_pyg_temporal_json,
+)
+PEMS = DataFormat("pems (ASTGCN)", pems.LAYOUT, pems.is_pems_data, pems.load_pems_dataset)
 GRAPH = DataFormat(
     "graph",
     "a directory (or its values file) with values speed.csv / values.csv / values.npy / "
-    "values.npz and an adjacency adj.csv / adj.npy / edges.csv",
+    "values.npz and an adjacency adj.csv / adj.npy / adj.npz / edges.csv",
     lambda path: True,
-    load_graph_dataset,
+    lambda path, data: load_graph_dataset(path),
 )
-FORMATS: list[DataFormat] = [GRID]  # tried in order; then GRAPH
+FORMATS: list[DataFormat] = [GRID, DCRNN, PYG_TEMPORAL, PEMS]  # tried in order; then GRAPH
 
 SYNTHETIC: dict[str, Callable[[int, int], Dataset]] = {
     "graph": lambda seed, patch: synthetic_sensor_network(seed=seed),
@@ -73,13 +83,15 @@ def load_dataset(
     kind: str = "graph",
     seed: int = RunConfig.seed,
     patch: int = DataConfig.patch,
+    data: DataConfig | None = None,
 ) -> Dataset:
     """The data set at ``path``; with ``path`` None, the synthetic planted one of ``kind``
     (``"graph"``: 80 sensors; ``"grid"``: a 22 x 22 field, planted at patch size ``patch``),
-    generated from ``seed``."""
+    generated from ``seed``. ``data`` carries the settings some readers take (the
+    distance kernel of distance lists)."""
     if path is None:
         return SYNTHETIC[kind](seed, patch)
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"data set path {str(p)!r} does not exist")
-    return format_of(p).load(p)
+    return format_of(p).load(p, data or DataConfig())

@@ -5,7 +5,8 @@ A data set is a values file plus an adjacency (DESIGN.md section 7):
 - values: ``speed.csv`` / ``values.csv`` ([T, N], a header row of sensor ids; empty cells
   and ``nan`` are missing), or ``values.npy`` / ``values.npz`` ([T, N] or [T, N, C]; an
   ``.npz`` may also hold ``sensor_ids``);
-- adjacency: ``adj.csv`` ([N, N], no header) / ``adj.npy``, or ``edges.csv`` with a header
+- adjacency: ``adj.csv`` ([N, N], no header) / ``adj.npy`` / ``adj.npz`` (a
+  ``scipy.sparse.save_npz`` file, N x N), or ``edges.csv`` with a header
   ``source,target[,weight]`` (sensor ids or 0-based indices; weight defaults to 1);
 - optional ``locations.csv`` (``[index,]sensor_id,latitude,longitude`` or ``x,y``) and
   ``meta.json`` (``name``, ``units``, ``steps_per_day``).
@@ -25,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..graph import CSRGraph
+from ..graph import CSRGraph, as_graph
 from ..sensors import GraphSensors
 
 VALUE_FILES = ("speed.csv", "values.csv", "values.npy", "values.npz")
-ADJ_FILES = ("adj.csv", "adj.npy", "edges.csv")
+ADJ_FILES = ("adj.csv", "adj.npy", "adj.npz", "edges.csv")
 _INDEX_HEADERS = {"", "time", "timestamp", "date", "datetime", "index"}
 
 
@@ -46,6 +47,10 @@ class GraphDataset:
     planted: np.ndarray | None = None  # sorted int64 planted sensor indices (synthetic only)
     steps_per_day: int | None = None  # e.g. 288 for 5-minute data
     geographic: bool = True  # coords are (latitude, longitude); False: plain (x, y)
+
+    def __post_init__(self) -> None:
+        # the graph may come as a PyG Data or (edge_index, edge_weight): see as_graph
+        self.adjacency = as_graph(self.adjacency, int(np.shape(self.values)[1]), "GraphDataset")
 
     @property
     def num_steps(self) -> int:
@@ -189,10 +194,31 @@ def _read_values_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
     return arr, ids
 
 
-def _read_adjacency(path: Path, ids: list[str]) -> np.ndarray | CSRGraph:
+def _read_sparse_npz(path: Path, n: int) -> CSRGraph:
+    """A ``scipy.sparse.save_npz`` adjacency (read without pickles)."""
+    import scipy.sparse as sp
+
+    try:
+        m = sp.load_npz(path)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ValueError(
+            f"{path.name}: not a scipy.sparse.save_npz file (an N x N sparse matrix) ({exc})"
+        ) from None
+    if m.shape != (n, n):
+        raise ValueError(f"{path.name}: adjacency is {m.shape}, expected ({n}, {n})")
+    m = sp.csr_matrix(m, dtype=np.float32)
+    m.sum_duplicates()
+    m.sort_indices()
+    check_weights(m.data, path)
+    return CSRGraph.from_scipy(m)
+
+
+def read_adjacency(path: Path, ids: list[str]) -> np.ndarray | CSRGraph:
     n = len(ids)
     if path.name.startswith("edges"):
         return _read_edges(path, ids)
+    if path.suffix == ".npz":
+        return _read_sparse_npz(path, n)
     if path.suffix == ".npy":
         adj, _ = _read_values_array(path)
     else:
@@ -204,11 +230,11 @@ def _read_adjacency(path: Path, ids: list[str]) -> np.ndarray | CSRGraph:
             f"{path.name}: adjacency is {adj.shape[0]} x {adj.shape[1]} but the values have "
             f"{n} sensors (expected {n} x {n})"
         )
-    _check_weights(adj, path)
+    check_weights(adj, path)
     return adj.astype(np.float32)
 
 
-def _check_weights(w: np.ndarray, path: Path) -> None:
+def check_weights(w: np.ndarray, path: Path) -> None:
     if np.isnan(w).any() or np.isinf(w).any():
         raise ValueError(f"{path.name}: adjacency weights contain NaN or inf")
     if (w < 0).any():
@@ -241,13 +267,13 @@ def _read_edges(path: Path, ids: list[str]) -> CSRGraph:
     w = np.ones(idx.shape[1])
     if len(head) == 3:
         w = _to_float([[r[2]] for r in body], path, 2)[:, 0]
-    _check_weights(w, path)
+    check_weights(w, path)
     return CSRGraph.from_edge_index(
         torch.from_numpy(idx), len(ids), torch.from_numpy(w.astype(np.float32))
     )
 
 
-def _read_locations(path: Path, ids: list[str]) -> np.ndarray:
+def read_locations(path: Path, ids: list[str]) -> np.ndarray:
     rows = _read_csv_rows(path)
     head = [h.lower() for h in rows[0]]
     pairs = (("latitude", "longitude"), ("lat", "lon"), ("lat", "lng"), ("x", "y"))
@@ -320,11 +346,11 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
     if np.isinf(vals).any():
         raise ValueError(f"{vfile.name}: values contain inf")
 
-    adj = _read_adjacency(afile, ids)
+    adj = read_adjacency(afile, ids)
     graph = adj if isinstance(adj, CSRGraph) else CSRGraph.from_dense(adj)
     coords = None
     if (d / "locations.csv").is_file():
-        coords = _read_locations(d / "locations.csv", ids)
+        coords = read_locations(d / "locations.csv", ids)
     is_speed = vfile.name == "speed.csv"  # Los-loop / METR-LA style: 5-minute speeds in mph
     spd = meta.get("steps_per_day", 288 if is_speed else None)
     return GraphDataset(

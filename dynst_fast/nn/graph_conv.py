@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from ..graph import CSRGraph
+from ..graph import CSRGraph, as_graph
 from .active_graph import ActiveGraph
 
 
@@ -26,7 +26,7 @@ class GatedGraphConv(nn.Module):
 
     def __init__(self, graph: CSRGraph, hidden: int) -> None:
         super().__init__()
-        self.graph = graph
+        self.graph = as_graph(graph, who="GatedGraphConv")
         self.self_lin = nn.Linear(hidden, hidden)
         self.nbr_lin = nn.Linear(hidden, hidden, bias=False)
         self.norm = nn.LayerNorm(hidden)

@@ -125,12 +125,11 @@ def check_select_arrays(
     )
 
 
-def check_graph_index(graph: object, index: object, op: str) -> Tensor:
-    """The graph is a ``CSRGraph`` and index a valid ``[K]`` column index on its device."""
-    from ..graph import CSRGraph
+def check_graph_index(graph: object, index: object, op: str):
+    """``(graph as a CSRGraph, index)``: index a valid ``[K]`` column index on its device."""
+    from ..graph import as_graph
 
-    if not isinstance(graph, CSRGraph):
-        raise TypeError(f"{op}: graph must be a CSRGraph, got {type(graph).__name__}")
+    graph = as_graph(graph, who=op)
     index = check_index(index, graph.num_cols, op)
     check_same_device(op, graph=graph.col, index=index)
-    return index
+    return graph, index

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..graph import CSRGraph
+from ..graph import CSRGraph, as_graph
 from . import _dispatch, reference
 from ._checks import check_csr_arrays, check_float, check_rank, check_same_device, check_tensor
 
@@ -40,7 +40,9 @@ KERNEL_DTYPES = {
 def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     """Gated message passing ``out[b, i] = sum_j A[i, j] * gate[j] * x[b, j]``.
 
-    graph: ``CSRGraph`` of shape ``(R, S)``; x: ``[B, S, F]``; gate: ``[S]``.
+    graph: ``CSRGraph`` of shape ``(R, S)`` (or anything :func:`~dynst_fast.graph.as_graph`
+    takes: a PyG ``Data``, ``(edge_index, edge_weight)``; square, S = x's nodes);
+    x: ``[B, S, F]``; gate: ``[S]``.
     Returns ``[B, R, F]``. Differentiable in x and gate.
 
     Float32/float64 x (and on CUDA float16/bfloat16, accumulated in float32) runs the
@@ -50,9 +52,8 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     require grad, run the PyTorch reference.
     """
     op = "gated_spmm"
-    if not isinstance(graph, CSRGraph):
-        raise TypeError(f"{op}: graph must be a CSRGraph, got {type(graph).__name__}")
     check_tensor("x", x, op)
+    graph = as_graph(graph, x.shape[1] if x.dim() == 3 else None, op)
     check_tensor("gate", gate, op)
     check_rank("x", x, 3, "[B, N, F]", op)
     check_float("x", x, op)

@@ -20,7 +20,7 @@ _ops = torch.ops.dynst_fast
 def induce_subgraph(graph: CSRGraph, index: Tensor) -> CSRGraph:
     """CSR of ``A[index][:, index]``, relabelled to ``0..K-1``, edge order kept."""
     op = "induce_subgraph"
-    index = check_graph_index(graph, index, op)
+    graph, index = check_graph_index(graph, index, op)
     if graph.num_rows != graph.num_cols:
         raise ValueError(f"{op}: the graph must be square, got shape {graph.shape}")
     _dispatch.sync()

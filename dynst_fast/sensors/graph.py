@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from ..graph import CSRGraph
+from ..graph import CSRGraph, as_graph
 from ..morph import graph_to_stream, stream_to_graph
 from .base import SensorSpace
 
@@ -50,6 +50,7 @@ class GraphSensors(SensorSpace):
         coords: np.ndarray | None = None,
         geographic: bool = True,
     ) -> None:
+        graph = as_graph(graph, len(ids) if ids is not None else None, "GraphSensors")
         if graph.num_rows != graph.num_cols:
             raise ValueError(f"GraphSensors: the graph must be square, got shape {graph.shape}")
         n = graph.num_rows

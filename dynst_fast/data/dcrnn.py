@@ -1,0 +1,142 @@
+"""The METR-LA / PEMS-BAY layout of DCRNN: a pandas HDF5 store of values and an
+``adj_mx.pkl`` adjacency.
+
+- values: one ``.h5`` file, a pandas DataFrame (timestamps x sensor ids, as
+  ``DataFrame.to_hdf`` writes it); the steps per day come from the timestamps. Reading
+  it needs pandas and PyTables (``pip install 'dynst_fast[h5]'``).
+- adjacency: DCRNN's ``adj_mx.pkl`` (``(sensor_ids, sensor_id_to_ind, adj_mx [N, N])``,
+  read with :func:`~dynst_fast.data.safe_pickle.load_plain_pickle`, which runs no code
+  from the file); the sensors then take the pickle's order. Else any adjacency file of
+  the graph layout (``adj.npz`` from ``scipy.sparse.save_npz``, ``adj.csv``, ...), in the
+  columns' order.
+- optional ``graph_sensor_locations.csv`` or ``locations.csv``
+  (``index,sensor_id,latitude,longitude``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..graph import CSRGraph
+from .graph_formats import ADJ_FILES, GraphDataset, check_weights, read_adjacency, read_locations
+from .safe_pickle import load_plain_pickle
+
+LAYOUT = (
+    "a directory (or its .h5 file) with one pandas HDF5 store of values (timestamps x "
+    "sensor ids) and DCRNN's adj_mx.pkl or an adjacency adj.npz / adj.csv / adj.npy / edges.csv"
+)
+LOCATION_FILES = ("graph_sensor_locations.csv", "locations.csv")
+
+
+def is_dcrnn_data(path: Path) -> bool:
+    """A ``.h5`` file, or a directory holding exactly one."""
+    if path.is_file():
+        return path.suffix == ".h5"
+    return path.is_dir() and len(list(path.glob("*.h5"))) == 1
+
+
+def _read_h5(path: Path) -> tuple[np.ndarray, list[str], int | None]:
+    """``(values [T, N], column ids, steps per day or None)`` of a pandas HDF5 store."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError(
+            f"reading {path.name} needs pandas and PyTables: pip install 'dynst_fast[h5]'"
+        ) from None
+    try:
+        df = pd.read_hdf(path)
+    except ImportError as exc:
+        raise ImportError(
+            f"reading {path.name} needs PyTables ({exc}): pip install 'dynst_fast[h5]'"
+        ) from None
+    except (ValueError, KeyError, OSError, TypeError, RuntimeError) as exc:  # HDF5ExtError
+        msg = f"{path.name}: not a pandas HDF5 store with one DataFrame ({exc})"
+        raise ValueError(msg) from None
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{path.name}: holds a {type(df).__name__}, expected {LAYOUT}")
+    try:
+        vals = df.to_numpy(dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path.name}: values must be numeric ({exc})") from None
+    ids = [str(c) for c in df.columns]
+    spd = None
+    if isinstance(df.index, pd.DatetimeIndex) and len(df.index) > 1:
+        step = pd.Series(df.index).diff().dropna().median()
+        per_day = pd.Timedelta(days=1) / step if step > pd.Timedelta(0) else 0
+        if per_day >= 1 and abs(per_day - round(per_day)) < 1e-9:
+            spd = int(round(per_day))
+    return vals, ids, spd
+
+
+def _read_adj_mx(path: Path, ids: list[str]) -> tuple[CSRGraph, list[str]]:
+    """DCRNN's pickle: the graph and the sensor order it defines."""
+    obj = load_plain_pickle(path)
+    ok = (
+        isinstance(obj, (list, tuple))
+        and len(obj) == 3
+        and isinstance(obj[0], (list, tuple))
+        and isinstance(obj[2], np.ndarray)
+    )
+    if not ok:
+        raise ValueError(
+            f"{path.name}: expected DCRNN's (sensor_ids, sensor_id_to_ind, adj_mx [N, N]), "
+            f"got {type(obj).__name__}"
+        )
+    order = [str(s) for s in obj[0]]
+    adj = np.asarray(obj[2], dtype=np.float64)
+    n = len(order)
+    if adj.shape != (n, n):
+        raise ValueError(f"{path.name}: adj_mx is {adj.shape}, expected {n} x {n} for {n} ids")
+    missing = sorted(set(order) - set(ids))
+    extra = sorted(set(ids) - set(order))
+    if missing or extra:
+        raise ValueError(
+            f"{path.name} and the values have different sensors: "
+            + (f"{len(missing)} not in the values (e.g. {missing[0]!r})" if missing else "")
+            + ("; " if missing and extra else "")
+            + (f"{len(extra)} not in the pickle (e.g. {extra[0]!r})" if extra else "")
+        )
+    check_weights(adj, path)
+    return CSRGraph.from_dense(adj.astype(np.float32)), order
+
+
+def load_dcrnn_dataset(path: Path, data: DataConfig | None = None) -> GraphDataset:
+    """The data set of the DCRNN layout at ``path`` (``data`` is not used)."""
+    d = path if path.is_dir() else path.parent
+    h5 = path if path.is_file() else next(d.glob("*.h5"))
+    vals, ids, spd = _read_h5(h5)
+    if vals.ndim != 2 or vals.shape[0] < 2 or vals.shape[1] < 1:
+        raise ValueError(f"{h5.name}: values are {vals.shape}, expected {LAYOUT}")
+    if len(set(ids)) != len(ids):
+        dup = next(s for s in ids if ids.count(s) > 1)
+        raise ValueError(f"{h5.name}: sensor id {dup!r} is a column twice")
+    if (d / "adj_mx.pkl").is_file():
+        graph, order = _read_adj_mx(d / "adj_mx.pkl", ids)
+        pos = {s: i for i, s in enumerate(ids)}
+        vals, ids = vals[:, [pos[s] for s in order]], order
+    else:
+        afile = next((d / f for f in ADJ_FILES if (d / f).is_file()), None)
+        if afile is None:
+            raise FileNotFoundError(
+                f"no adjacency in {str(d)!r}: looked for adj_mx.pkl, {', '.join(ADJ_FILES)}"
+            )
+        adj = read_adjacency(afile, ids)
+        graph = adj if isinstance(adj, CSRGraph) else CSRGraph.from_dense(adj)
+    if np.isinf(vals).any():
+        raise ValueError(f"{h5.name}: values contain inf")
+    dead = np.isnan(vals).all(axis=0)
+    if dead.any():
+        raise ValueError(f"{h5.name}: sensor {ids[int(np.argmax(dead))]!r} has no value at all")
+    loc = next((d / f for f in LOCATION_FILES if (d / f).is_file()), None)
+    return GraphDataset(
+        name=h5.stem,
+        values=np.ascontiguousarray(vals[:, :, None], dtype=np.float32),
+        adjacency=graph,
+        sensor_ids=ids,
+        coords=None if loc is None else read_locations(loc, ids),
+        units="mph",  # METR-LA and PEMS-BAY hold speeds
+        steps_per_day=spd,
+    )

@@ -1,0 +1,156 @@
+"""The PEMS03/04/07/08 layout of ASTGCN / STSGCN: values in an ``.npz`` and a distance
+list, turned into the thresholded Gaussian-kernel adjacency of DCRNN.
+
+- values: ``<name>.npz`` holding ``data`` ``[T, N, C]`` (PEMS04: flow, occupancy, speed;
+  every channel is kept);
+- distances: ``<name>.csv`` (or the one ``.csv`` beside it) with the header
+  ``from,to,cost``: node indices (or, with a ``<name>.txt`` list of sensor ids, one per
+  line or comma-separated, those ids) and the road distance;
+- adjacency ``W_ij = exp(-(d_ij / sigma)^2)``, 0 where that is below ``threshold``, made
+  symmetric (``max(W_ij, W_ji)``), self-loops 1. ``sigma`` defaults to the standard
+  deviation of the listed distances and ``threshold`` to 0.1, as DCRNN does
+  (``--distance-sigma``, ``--distance-threshold``).
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..graph import CSRGraph
+from .graph_formats import GraphDataset, check_weights
+
+LAYOUT = (
+    "a directory (or its .npz) with <name>.npz holding data [T, N, C] and a distance list "
+    "<name>.csv with the header from,to,cost (optional <name>.txt of sensor ids)"
+)
+
+
+def distance_kernel(
+    edge_index: np.ndarray,
+    dist: np.ndarray,
+    n: int,
+    sigma: float | None = None,
+    threshold: float = DataConfig.distance_threshold,
+) -> CSRGraph:
+    """The thresholded Gaussian kernel of distances ``dist[E]`` on ``edge_index[2, E]``
+    (0-based node indices), symmetric, with self-loops of weight 1."""
+    if sigma is None:
+        sigma = float(dist.std()) if dist.size > 1 else 0.0
+        if sigma <= 0:  # all distances equal: scale by their size instead
+            sigma = float(dist.mean()) if dist.size and dist.mean() > 0 else 1.0
+    if not sigma > 0:
+        raise ValueError(f"distance sigma must be positive, got {sigma}")
+    w = np.exp(-((dist / sigma) ** 2))
+    keep = (w >= threshold) & (edge_index[0] != edge_index[1])
+    src = np.concatenate([edge_index[0, keep], edge_index[1, keep], np.arange(n)])
+    dst = np.concatenate([edge_index[1, keep], edge_index[0, keep], np.arange(n)])
+    val = np.concatenate([w[keep], w[keep], np.ones(n)])
+    key = dst * n + src  # CSR row = target
+    order = np.lexsort((-val, key))  # per pair, the largest weight first
+    key, val = key[order], val[order]
+    first = np.r_[True, key[1:] != key[:-1]]
+    key, val = key[first], val[first]
+    rowptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(key // n, minlength=n), out=rowptr[1:])
+    return CSRGraph(
+        torch.from_numpy(rowptr),
+        torch.from_numpy(key % n),
+        torch.from_numpy(val.astype(np.float32)),
+    )
+
+
+def _npz_keys(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return [name.removesuffix(".npy") for name in z.namelist()]
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def _npz_of(path: Path) -> Path | None:
+    if path.is_file():
+        return path if path.suffix == ".npz" and "data" in _npz_keys(path) else None
+    if not path.is_dir():
+        return None
+    found = [p for p in sorted(path.glob("*.npz")) if "data" in _npz_keys(p)]
+    return found[0] if len(found) == 1 else None
+
+
+def is_pems_data(path: Path) -> bool:
+    """An ``.npz`` with a ``data`` array and a ``.csv`` beside it (or their directory)."""
+    npz = _npz_of(path)
+    return npz is not None and any(npz.parent.glob("*.csv"))
+
+
+def _read_ids(path: Path) -> list[str]:
+    text = path.read_text().replace(",", "\n")
+    return [s.strip() for s in text.splitlines() if s.strip()]
+
+
+def _read_distances(path: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if r]
+    head = [h.strip().lower() for h in rows[0]] if rows else []
+    if head[:3] != ["from", "to", "cost"] and head[:3] != ["from", "to", "distance"]:
+        raise ValueError(f"{path.name}: the header must be from,to,cost, got {rows[:1]}; {LAYOUT}")
+    pos = {s: i for i, s in enumerate(ids)}
+    ei, dist = [], []
+    for line, r in enumerate(rows[1:], start=2):
+        if len(r) < 3:
+            raise ValueError(f"{path.name}: line {line} has {len(r)} fields, not 3")
+        a, b = r[0].strip(), r[1].strip()
+        try:
+            pair = (pos[a], pos[b]) if a in pos and b in pos else (int(a), int(b))
+            d = float(r[2])
+        except ValueError:
+            raise ValueError(f"{path.name}: line {line}: unknown sensor or bad cost {r}") from None
+        if not (0 <= pair[0] < len(ids) and 0 <= pair[1] < len(ids)):
+            raise ValueError(f"{path.name}: line {line}: node {r[:2]} outside 0..{len(ids) - 1}")
+        ei.append(pair)
+        dist.append(d)
+    dist_a = np.asarray(dist, dtype=np.float64)
+    check_weights(dist_a, path)
+    return np.asarray(ei, dtype=np.int64).reshape(-1, 2).T, dist_a
+
+
+def load_pems_dataset(path: Path, data: DataConfig | None = None) -> GraphDataset:
+    data = data or DataConfig()
+    npz = _npz_of(path)
+    if npz is None:
+        raise ValueError(f"{path}: no .npz with a data array; expected {LAYOUT}")
+    with np.load(npz, allow_pickle=False) as z:
+        vals = np.asarray(z["data"])
+    if vals.ndim == 2:
+        vals = vals[:, :, None]
+    if vals.ndim != 3 or not np.issubdtype(vals.dtype, np.number):
+        raise ValueError(f"{npz.name}: data is {vals.shape} {vals.dtype}, expected {LAYOUT}")
+    if np.iscomplexobj(vals):
+        raise ValueError(f"{npz.name}: data is complex; expected real values")
+    n = vals.shape[1]
+    d = npz.parent
+    txt = d / f"{npz.stem}.txt"
+    ids = _read_ids(txt) if txt.is_file() else [str(i) for i in range(n)]
+    if len(ids) != n:
+        raise ValueError(f"{txt.name}: {len(ids)} sensor ids for {n} sensors in {npz.name}")
+    csvs = [d / f"{npz.stem}.csv"] if (d / f"{npz.stem}.csv").is_file() else sorted(d.glob("*.csv"))
+    if len(csvs) != 1:
+        raise ValueError(f"{d}: expected one distance list {npz.stem}.csv, found {len(csvs)}")
+    ei, dist = _read_distances(csvs[0], ids)
+    vals = vals.astype(np.float32)
+    if not np.isfinite(vals).all():
+        raise ValueError(f"{npz.name}: data contains NaN or inf")
+    return GraphDataset(
+        name=npz.stem,
+        values=np.ascontiguousarray(vals),
+        adjacency=distance_kernel(ei, dist, n, data.distance_sigma, data.distance_threshold),
+        sensor_ids=ids,
+        coords=None,
+        units="",
+        steps_per_day=288,  # the PEMS sets are 5-minute data
+    )
