@@ -142,5 +142,36 @@ class Schedule:
         k = max(1, int(round(self.swap_fraction * active)))
         return min(k, active, self.num_sensors - active)
 
+    @classmethod
+    def from_config(
+        cls,
+        sched: ScheduleConfig,
+        num_sensors: int,
+        total_steps: int,
+        *,
+        scheme: str | None = None,
+        sparsity: float | None = None,
+    ) -> Schedule:
+        """The step schedule of ``sched``'s fractions over ``total_steps`` optimizer steps
+        (``scheme`` / ``sparsity`` default to ``sched``'s)."""
+        scheme = scheme or sched.scheme
+        sparsity = sched.sparsity if sparsity is None else sparsity
+        if sparsity is None and scheme != "dense":
+            raise ValueError("Schedule.from_config: give a sparsity (the config has none)")
+        warmup = int(sched.warmup_frac * total_steps)
+        rounds = 1 if scheme == "one-shot" else sched.rounds
+        per_round = max(2, int(sched.prune_frac * total_steps) // max(rounds, 1))
+        mask = max(1, int(round(sched.mask_frac * per_round)))
+        return cls(
+            scheme=scheme,
+            num_sensors=num_sensors,
+            sparsity=0.0 if scheme == "dense" else float(sparsity),
+            warmup_steps=warmup,
+            rounds=rounds,
+            network_steps=per_round - mask,
+            mask_steps=mask,
+            swap_fraction=sched.swap_fraction,
+        )
+
     def to_dict(self) -> dict:
         return asdict(self)

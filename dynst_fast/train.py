@@ -94,20 +94,8 @@ def make_schedule(
     steps_per_epoch: int,
 ) -> Schedule:
     """Turn the schedule's fractions of training into a step :class:`Schedule`."""
-    total = train.epochs * steps_per_epoch
-    warmup = int(sched.warmup_frac * total)
-    rounds = 1 if scheme == "one-shot" else sched.rounds
-    per_round = max(2, int(sched.prune_frac * total) // max(rounds, 1))
-    mask = max(1, int(round(sched.mask_frac * per_round)))
-    return Schedule(
-        scheme=scheme,
-        num_sensors=num_sensors,
-        sparsity=0.0 if scheme == "dense" else sparsity,
-        warmup_steps=warmup,
-        rounds=rounds,
-        network_steps=per_round - mask,
-        mask_steps=mask,
-        swap_fraction=sched.swap_fraction,
+    return Schedule.from_config(
+        sched, num_sensors, train.epochs * steps_per_epoch, scheme=scheme, sparsity=sparsity
     )
 
 
