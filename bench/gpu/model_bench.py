@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from cases import active_index, model_case
 
 from dynst_fast.config import RunConfig
 from dynst_fast.data import load_dataset, make_windows, shared_data_dir, synthetic_sensor_network
@@ -34,7 +35,7 @@ def _shared(name: str) -> Path:
     return d
 
 
-def _cases(quick: bool) -> list[tuple[str, str, Callable]]:
+def model_data(quick: bool) -> list[tuple[str, str, Callable]]:
     n, steps = PLANTED[quick]
     return [
         ("stgcn", "Los-loop", lambda: load_dataset(str(_shared("los_loop")), kind="graph")),
@@ -57,48 +58,25 @@ def _setup(model_name: str, ds, device: str):
 
 
 def _active(n: int, s: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(n)
-    idx = torch.randperm(n, generator=g)[: max(1, round((1 - s) * n))].sort().values.to(device)
+    idx = active_index(n, s, device, n)
     gate = torch.zeros(n, device=device)
     gate[idx] = 1.0
     return idx, gate
 
 
 def bench_inference(suite: Suite, model, splits, name: str, data: str) -> None:
-    n = model.num_sensors
     for s in SPARSITIES:
-        idx, gate = _active(n, s, suite.device)
-        comp = model.compact(idx).eval()
         for b in BATCHES[suite.quick]:
             what = f"{name} {data} s={s} batch {b}"
             if not suite.out_of_time("models", what, 5):
                 with suite.guard("models", what):
-                    xb = first_windows(splits.test, b)[0].to(suite.device)
-                    row = {"model": name, "data": data, "N": n, "s": s, "K": idx.numel()}
-                    row.update(_inference(suite, model, comp, gate, xb))
+                    case = model_case(model, splits, name, s, b, suite.device)
+                    t = measure(case.fns, suite.device, quick=suite.quick)
+                    row = {**case.info, "data": data}
+                    row.update({f"{m}_ms": t[m] for m in ("dense", "gated", "compact")})
+                    row["vs_dense"] = t["dense"] / t["compact"]
+                    row["max_abs_diff"] = row.pop("max_abs_diff")
                     suite.add("models", "inference", row)
-
-
-def _inference(suite: Suite, model, comp, gate: torch.Tensor, xb: torch.Tensor) -> dict:
-    with torch.inference_mode():
-        diff = float((comp(comp.gather_input(xb)) - model(xb, gate)).abs().max())
-    t = measure(
-        {
-            "dense": lambda: model(xb),
-            "gated": lambda: model(xb, gate),
-            "compact": lambda: comp(comp.gather_input(xb)),
-        },
-        suite.device,
-        quick=suite.quick,
-    )
-    return {
-        "batch": int(xb.shape[0]),
-        "dense_ms": t["dense"],
-        "gated_ms": t["gated"],
-        "compact_ms": t["compact"],
-        "vs_dense": t["dense"] / t["compact"],
-        "max_abs_diff": diff,
-    }
 
 
 def bench_train_step(suite: Suite, model, splits, name: str, data: str) -> None:
@@ -159,7 +137,7 @@ def run_models(suite: Suite) -> None:
         "side by side; vs_dense = dense / compact time. max_abs_diff: compacted against "
         "gated forecast (normalised units). Train step: forward, L1 loss, backward, AdamW.",
     )
-    for name, data, load in _cases(suite.quick):
+    for name, data, load in model_data(suite.quick):
         if suite.out_of_time("models", f"{name} {data}", 10):
             continue
         model = None
