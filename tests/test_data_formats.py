@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from dynst_fast.config import DataConfig, RunConfig
+from dynst_fast.config import DataConfig
 from dynst_fast.data import format_of, from_pyg_temporal, load_dataset, load_graph_dataset
 from dynst_fast.data.pems import distance_kernel
 from dynst_fast.data.safe_pickle import load_plain_pickle
-from dynst_fast.run import run
 
 pytestmark = pytest.mark.data
 
@@ -76,6 +75,14 @@ def test_metr_la_wrong_layouts_are_clear(metr_la, tmp_path):
         load_dataset(d)
     d = _beside(tmp_path / "noadj", metr_la, ["metr-la.h5"])
     with pytest.raises(FileNotFoundError, match="adj_mx.pkl"):
+        load_dataset(d)
+    import scipy.sparse as sp
+
+    sp.save_npz(d / "adj.npz", sp.eye(3, format="csr"))
+    with pytest.raises(ValueError, match=r"adj.npz: adjacency is \(3, 3\), expected \(207, 207\)"):
+        load_dataset(d)
+    np.savez(d / "adj.npz", a=np.ones(3))
+    with pytest.raises(ValueError, match="not a scipy.sparse.save_npz file"):
         load_dataset(d)
 
 
@@ -197,12 +204,14 @@ def test_distance_kernel_keeps_the_larger_weight_of_a_pair():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["metr_la_format", "pyg_temporal/chickenpox.json"])
 def test_dynst_run_end_to_end(shared_data, tmp_path, name):
-    cfg = RunConfig.from_flags(
-        data=str(shared_data / name), horizon=3, epochs=2, out=str(tmp_path / "run"), quiet=True
-    )
-    m = run(cfg)
-    assert (tmp_path / "run" / "metrics.json").is_file()
-    assert m["dense"]["mae"] > 0 and np.isfinite(m["dense"]["mae"])
+    from dynst_fast.cli import main
+
+    out = tmp_path / "run"
+    argv = ["run", "--data", str(shared_data / name), "--horizon", "3", "--epochs", "2"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_sensors"] == (207 if "metr" in name else 20)
+    assert m["dense"]["mae"] > 0 and np.isfinite(m["dynst"]["mae"])
 
 
 # ------------------------------------------------------------------ PyG Temporal signals
