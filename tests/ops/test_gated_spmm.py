@@ -551,7 +551,7 @@ def test_gated_spmm_bad_arguments():
         ops.gated_spmm(g, torch.randn(2, r, 4, dtype=torch.float64), gate)
     with pytest.raises(ValueError, match="x must have shape"):
         ops.gated_spmm(g, x[0], gate)
-    with pytest.raises(TypeError, match="graph must be a CSRGraph"):
+    with pytest.raises(TypeError, match="expected a CSRGraph, a torch_geometric Data"):
         ops.gated_spmm(g.to_dense(), x, gate)
     with pytest.raises(TypeError, match="gate must be floating point"):
         ops.gated_spmm(g, x, torch.ones(s, dtype=torch.int64))
