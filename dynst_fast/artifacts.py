@@ -23,6 +23,7 @@ weights_only=True)``: loading a run never unpickles arbitrary objects.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -51,11 +52,20 @@ CONFIG, METRICS, MASK, PICTURE, REPORT = (
 
 
 # ---------------------------------------------------------------- atomic files
+def _honour_umask(fd: int) -> None:
+    """``mkstemp`` creates files 0600 whatever the umask: give them the mode a plain
+    ``open`` would (0666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write to a temporary file in the same directory, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    _honour_umask(fd)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -75,7 +85,7 @@ def _jsonable(obj: Any) -> Any:
         return _jsonable(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
-        return None if v != v else v
+        return v if math.isfinite(v) else None  # strict JSON: no NaN / Infinity
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.bool_):
@@ -84,7 +94,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_atomic(path, json.dumps(_jsonable(obj), indent=1) + "\n")
+    write_atomic(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n")
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
@@ -92,6 +102,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    _honour_umask(fd)
     os.close(fd)
     try:
         torch.save(payload, tmp)

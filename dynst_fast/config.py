@@ -134,6 +134,13 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Raise one clear ``ValueError`` naming the flag of the first bad value."""
         d, m, s, t, tm = self.data, self.model, self.schedule, self.train, self.timing
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError(f"--seed must be an integer in [0, 2^32), got {seed!r}")
+        if d.distance_sigma is not None and not d.distance_sigma > 0:
+            raise ValueError(f"--distance-sigma must be positive, got {d.distance_sigma}")
+        if not 0.0 <= d.distance_threshold < 1.0:
+            raise ValueError(f"--distance-threshold must be in [0, 1), got {d.distance_threshold}")
         if isinstance(d.patch, bool) or not isinstance(d.patch, int) or d.patch < 1:
             raise ValueError(f"--patch must be a positive integer, got {d.patch!r}")
         if m.hidden is not None and m.hidden < 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import platform
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,8 @@ def resolve(cfg: RunConfig, ds: Dataset, space: SensorSpace) -> RunConfig:
     sparsity = cfg.schedule.sparsity
     if sparsity is None:
         sparsity = space.planted_sparsity if space.planted is not None else 0.5
-    out = cfg.out or (f"runs/{ds.name}_{name}_{cfg.schedule.scheme}_s{sparsity:g}_seed{cfg.seed}")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(ds.name)).strip("._") or "data"
+    out = cfg.out or (f"runs/{safe}_{name}_{cfg.schedule.scheme}_s{sparsity:g}_seed{cfg.seed}")
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, name=name, hidden=None, options=options),

@@ -111,7 +111,7 @@ def shared_data_dir() -> Path:
 
 # --------------------------------------------------------------------------- readers
 def _read_csv_rows(path: Path) -> list[list[str]]:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM is not part of an id
         rows = [[c.strip() for c in r] for r in csv.reader(f)]
     rows = [r for r in rows if any(r)]  # skip blank lines
     if not rows:
@@ -189,8 +189,8 @@ def _read_values_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
         raise ValueError(f"{path.name}: cannot read it as a numpy file ({e})") from None
     if arr.size == 0:
         raise ValueError(f"{path.name} is empty (shape {arr.shape})")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{path.name}: values must be numeric, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{path.name}: values must be real numbers, got dtype {arr.dtype}")
     return arr, ids
 
 
@@ -232,6 +232,15 @@ def read_adjacency(path: Path, ids: list[str]) -> np.ndarray | CSRGraph:
         )
     check_weights(adj, path)
     return adj.astype(np.float32)
+
+
+def check_unique_ids(ids: list[str], where: str) -> None:
+    """One ``ValueError`` naming the first sensor id that appears twice."""
+    seen: set[str] = set()
+    for s in ids:
+        if s in seen:
+            raise ValueError(f"{where}: sensor id {s!r} appears twice (ids must be unique)")
+        seen.add(s)
 
 
 def check_weights(w: np.ndarray, path: Path) -> None:
@@ -316,8 +325,12 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
     if (d / "meta.json").is_file():
         try:
             meta = json.loads((d / "meta.json").read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"meta.json in {str(d)!r} is not valid JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(
+                f"meta.json in {str(d)!r} must be an object, got a {type(meta).__name__}"
+            )
 
     if vfile.suffix == ".csv":
         vals, ids = _read_values_csv(vfile)
@@ -337,6 +350,7 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
     ids = ids if ids is not None else [str(i) for i in range(n)]
     if len(ids) != n:
         raise ValueError(f"{vfile.name}: {len(ids)} sensor ids for {n} sensors")
+    check_unique_ids(ids, vfile.name)
     dead = np.isnan(vals).all(axis=(0, 2))
     if dead.any():
         raise ValueError(

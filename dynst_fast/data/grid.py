@@ -125,8 +125,8 @@ def load_grid_dataset(path: str | os.PathLike) -> GridDataset:
         arr = np.load(f, allow_pickle=False)
     except (OSError, EOFError, ValueError) as e:
         raise ValueError(f"{f.name}: cannot read it as a numpy file ({e})") from None
-    if not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{f.name}: values must be numeric, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{f.name}: values must be real numbers, got dtype {arr.dtype}")
     if arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4:
@@ -142,8 +142,12 @@ def load_grid_dataset(path: str | os.PathLike) -> GridDataset:
     if meta_file.is_file():
         try:
             meta = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"meta.json in {str(f.parent)!r} is not valid JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(
+                f"meta.json in {str(f.parent)!r} must be an object, got a {type(meta).__name__}"
+            )
     lat, lon = meta.get("latitude"), meta.get("longitude")
     lat = np.asarray(lat, dtype=np.float64) if lat is not None else None
     lon = np.asarray(lon, dtype=np.float64) if lon is not None else None

@@ -23,7 +23,7 @@ import torch
 
 from ..config import DataConfig
 from ..graph import CSRGraph
-from .graph_formats import GraphDataset, check_weights
+from .graph_formats import GraphDataset, check_unique_ids, check_weights
 
 LAYOUT = (
     "a directory (or its .npz) with <name>.npz holding data [T, N, C] and a distance list "
@@ -138,6 +138,7 @@ def load_pems_dataset(path: Path, data: DataConfig | None = None) -> GraphDatase
     ids = _read_ids(txt) if txt.is_file() else [str(i) for i in range(n)]
     if len(ids) != n:
         raise ValueError(f"{txt.name}: {len(ids)} sensor ids for {n} sensors in {npz.name}")
+    check_unique_ids(ids, txt.name)
     csvs = [d / f"{npz.stem}.csv"] if (d / f"{npz.stem}.csv").is_file() else sorted(d.glob("*.csv"))
     if len(csvs) != 1:
         raise ValueError(f"{d}: expected one distance list {npz.stem}.csv, found {len(csvs)}")
