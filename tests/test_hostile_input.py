@@ -43,10 +43,10 @@ def test_complex_values_are_refused(tmp_path):
     d.mkdir()
     np.save(d / "values.npy", np.ones((40, 3), dtype=np.complex64))
     (d / "adj.csv").write_text("1,0,0\n0,1,0\n0,0,1\n")
-    with pytest.raises(ValueError, match="values.npy: values must be real numbers"):
+    with pytest.raises(ValueError, match="values.npy: values must be real and numeric"):
         load_dataset(d)
     np.save(tmp_path / "grid.npy", np.ones((20, 4, 4), dtype=np.complex128))
-    with pytest.raises(ValueError, match="grid.npy: values must be real numbers"):
+    with pytest.raises(ValueError, match="grid.npy: values must be real and numeric"):
         load_dataset(tmp_path / "grid.npy", kind="grid")
 
 

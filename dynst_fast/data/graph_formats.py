@@ -190,7 +190,7 @@ def _read_values_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
     if arr.size == 0:
         raise ValueError(f"{path.name} is empty (shape {arr.shape})")
     if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{path.name}: values must be real numbers, got dtype {arr.dtype}")
+        raise ValueError(f"{path.name}: values must be real and numeric, got dtype {arr.dtype}")
     return arr, ids
 
 

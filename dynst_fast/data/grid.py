@@ -126,7 +126,7 @@ def load_grid_dataset(path: str | os.PathLike) -> GridDataset:
     except (OSError, EOFError, ValueError) as e:
         raise ValueError(f"{f.name}: cannot read it as a numpy file ({e})") from None
     if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{f.name}: values must be real numbers, got dtype {arr.dtype}")
+        raise ValueError(f"{f.name}: values must be real and numeric, got dtype {arr.dtype}")
     if arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4:
