@@ -351,6 +351,43 @@ def as_graph(graph: GraphLike, num_nodes: int | None = None, who: str = "graph")
     )
 
 
+def distance_kernel(
+    edge_index: np.ndarray,
+    dist: np.ndarray,
+    n: int,
+    sigma: float | None = None,
+    threshold: float = 0.1,
+) -> CSRGraph:
+    """The thresholded Gaussian kernel ``exp(-(d / sigma)^2)`` of distances ``dist[E]`` on
+    ``edge_index[2, E]`` (0-based node indices; sigma defaults to the distances' standard
+    deviation): weights below ``threshold``, or 0 in float32, are no edge; symmetric (the
+    larger weight of a pair), self-loops of weight 1, columns sorted in each row."""
+    if sigma is None:
+        sigma = float(dist.std()) if dist.size > 1 else 0.0
+        if sigma <= 0:  # all distances equal: scale by their size instead
+            sigma = float(dist.mean()) if dist.size and dist.mean() > 0 else 1.0
+    if not sigma > 0:
+        raise ValueError(f"distance sigma must be positive, got {sigma}")
+    w = np.exp(-((dist / sigma) ** 2))
+    keep = (w >= threshold) & (edge_index[0] != edge_index[1])
+    src = np.concatenate([edge_index[0, keep], edge_index[1, keep], np.arange(n)])
+    dst = np.concatenate([edge_index[1, keep], edge_index[0, keep], np.arange(n)])
+    val = np.concatenate([w[keep], w[keep], np.ones(n)])
+    key = dst * n + src  # CSR row = target
+    order = np.lexsort((-val, key))  # per pair, the largest weight first
+    key, val = key[order], val[order]
+    first = np.r_[True, key[1:] != key[:-1]]
+    key, val = key[first], val[first].astype(np.float32)
+    key, val = key[val != 0], val[val != 0]
+    rowptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(key // n, minlength=n), out=rowptr[1:])
+    return CSRGraph(
+        torch.from_numpy(rowptr),
+        torch.from_numpy(key % n),
+        torch.from_numpy(val),
+    )
+
+
 def normalize_adjacency(graph: CSRGraph, *, self_loops: bool = False) -> CSRGraph:
     """Symmetric GCN normalisation ``D^-1/2 A D^-1/2`` over the *full* graph.
 

@@ -16,8 +16,8 @@ import torch
 
 from dynst_fast.config import DataConfig
 from dynst_fast.data import format_of, from_pyg_temporal, load_dataset, load_graph_dataset
-from dynst_fast.data.pems import distance_kernel
 from dynst_fast.data.safe_pickle import load_plain_pickle
+from dynst_fast.graph import distance_kernel
 
 pytestmark = pytest.mark.data
 

@@ -15,32 +15,33 @@ from dynst_fast.models import GatedSTGCN
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_training_loop_snippet_runs() -> None:
+N = 12
+
+
+def _run_snippet(heading: str, **scope) -> dict:
+    """Run the first python block after ``heading`` in the README, with a small gated
+    STGCN as ``model`` and ``scope``'s names; returns its namespace."""
     text = README.read_text()
-    section = text[text.index("## In your own training loop") :]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    n = 12
+    code = re.search(r"```python\n(.*?)```", text[text.index(heading) :], re.S).group(1)
     torch.manual_seed(0)
-    model = GatedSTGCN(random_graph(n), 12, 3, 1, hidden=8)
-    loader = [(torch.randn(4, 12, n, 1), torch.randn(4, 3, n, 1)) for _ in range(3)]
-    scope = {"model": model, "N": n, "loader": loader}
+    scope = {"model": GatedSTGCN(random_graph(N), 12, 3, 1, hidden=8), **scope}
     exec(compile(code, str(README), "exec"), scope)
+    return scope
+
+
+def test_training_loop_snippet_runs() -> None:
+    loader = [(torch.randn(4, 12, N, 1), torch.randn(4, 3, N, 1)) for _ in range(3)]
+    scope = _run_snippet("## In your own training loop", N=N, loader=loader)
     assert scope["sparsifier"].step_count == 3
-    assert scope["y_hat"].shape == (4, 3, n, 1)
+    assert scope["y_hat"].shape == (4, 3, N, 1)
 
 
 def test_lightning_snippet_runs(tmp_path, monkeypatch) -> None:
     pytest.importorskip("lightning.pytorch")
     monkeypatch.chdir(tmp_path)  # Lightning writes its logs and checkpoints here
-    text = README.read_text()
-    section = text[text.index("### With PyTorch Lightning") :]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    n = 12
-    torch.manual_seed(0)
-    model = GatedSTGCN(random_graph(n), 12, 3, 1, hidden=8)
-    x, y = torch.randn(12, 12, n, 1), torch.randn(12, 3, n, 1)
-    scope = {"model": model, "loader": DataLoader(TensorDataset(x, y), batch_size=4)}
-    exec(compile(code, str(README), "exec"), scope)
+    x, y = torch.randn(12, 12, N, 1), torch.randn(12, 3, N, 1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    scope = _run_snippet("### With PyTorch Lightning", loader=loader)
     sp = scope["dynst"].sparsifier
     assert sp.step_count == 90 and sp.num_active == 6
-    assert scope["deployed"](torch.randn(2, 12, 6, 1)).shape == (2, 3, n, 1)
+    assert scope["deployed"](torch.randn(2, 12, 6, 1)).shape == (2, 3, N, 1)

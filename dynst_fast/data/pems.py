@@ -19,50 +19,15 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import DataConfig
-from ..graph import CSRGraph
+from ..graph import distance_kernel
 from .graph_formats import GraphDataset, check_unique_ids, check_weights
 
 LAYOUT = (
     "a directory (or its .npz) with <name>.npz holding data [T, N, C] and a distance list "
     "<name>.csv with the header from,to,cost (optional <name>.txt of sensor ids)"
 )
-
-
-def distance_kernel(
-    edge_index: np.ndarray,
-    dist: np.ndarray,
-    n: int,
-    sigma: float | None = None,
-    threshold: float = DataConfig.distance_threshold,
-) -> CSRGraph:
-    """The thresholded Gaussian kernel of distances ``dist[E]`` on ``edge_index[2, E]``
-    (0-based node indices), symmetric, with self-loops of weight 1."""
-    if sigma is None:
-        sigma = float(dist.std()) if dist.size > 1 else 0.0
-        if sigma <= 0:  # all distances equal: scale by their size instead
-            sigma = float(dist.mean()) if dist.size and dist.mean() > 0 else 1.0
-    if not sigma > 0:
-        raise ValueError(f"distance sigma must be positive, got {sigma}")
-    w = np.exp(-((dist / sigma) ** 2))
-    keep = (w >= threshold) & (edge_index[0] != edge_index[1])
-    src = np.concatenate([edge_index[0, keep], edge_index[1, keep], np.arange(n)])
-    dst = np.concatenate([edge_index[1, keep], edge_index[0, keep], np.arange(n)])
-    val = np.concatenate([w[keep], w[keep], np.ones(n)])
-    key = dst * n + src  # CSR row = target
-    order = np.lexsort((-val, key))  # per pair, the largest weight first
-    key, val = key[order], val[order]
-    first = np.r_[True, key[1:] != key[:-1]]
-    key, val = key[first], val[first]
-    rowptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(key // n, minlength=n), out=rowptr[1:])
-    return CSRGraph(
-        torch.from_numpy(rowptr),
-        torch.from_numpy(key % n),
-        torch.from_numpy(val.astype(np.float32)),
-    )
 
 
 def _npz_keys(path: Path) -> list[str]:

@@ -8,7 +8,7 @@ JSON layouts (``--data FILE.json``):
 - networkx node-link (montevideo_bus): ``nodes`` with an id (``id``, or ``bus_stop``),
   a series ``y`` and optional ``lat`` / ``lon``; ``links`` with ``source`` / ``target``
   ids and an optional ``weight``, read as a distance and turned into an affinity with
-  the Gaussian kernel of :func:`~dynst_fast.data.pems.distance_kernel` (``sigma`` as for
+  the Gaussian kernel of :func:`~dynst_fast.graph.distance_kernel` (``sigma`` as for
   the PEMS distance lists), since a GNN weighs near neighbours more. Every link is kept
   (no threshold): the links are the road graph itself, not all pairs of stops.
 
@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..graph import CSRGraph
+from ..graph import CSRGraph, distance_kernel
 from .graph_formats import GraphDataset, check_weights
-from .pems import distance_kernel
 
 LAYOUT = (
     "a PyTorch Geometric Temporal JSON file: {edges, node_ids, FX} (chickenpox layout) or "

@@ -30,11 +30,10 @@ N = 16,384 with 300 steps):
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy.signal import lfilter
 from scipy.spatial import cKDTree
 
-from ..graph import CSRGraph
+from ..graph import distance_kernel
 from .graph_formats import GraphDataset
 
 _RADIUS, _PERIOD, _DAILY, _PLANTED_NOISE = 0.97, 48.0, 0.3, 0.1
@@ -62,26 +61,6 @@ def _farthest_points(xy: np.ndarray, k: int, rng: np.random.Generator) -> np.nda
         sel.append(j)
         mind = np.minimum(mind, _dist_to(xy, j))
     return np.sort(np.asarray(sel, dtype=np.int64))
-
-
-def _kernel_graph(xy: np.ndarray, src: np.ndarray, dst: np.ndarray, sigma: float) -> CSRGraph:
-    """The symmetrised graph of the pairs ``(src, dst)``: Gaussian-kernel weights
-    ``exp(-(dist / sigma)^2)`` in float32 (pairs whose weight underflows to 0 are no edge),
-    self-loops of weight 1, columns sorted within each row. O(E log E)."""
-    n = xy.shape[0]
-    key = np.unique(np.concatenate([src * n + dst, dst * n + src]))
-    row, col = key // n, key % n
-    off = row != col
-    w = np.exp(-((_pair_dist(xy, row[off], col[off]) / sigma) ** 2)).astype(np.float32)
-    row, col = np.concatenate([row[off], np.arange(n)]), np.concatenate([col[off], np.arange(n)])
-    w = np.concatenate([w, np.ones(n, np.float32)])
-    order = np.lexsort((col, row))
-    row, col, w = row[order], col[order], w[order]
-    nz = w != 0
-    row, col, w = row[nz], col[nz], w[nz]
-    rowptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row, minlength=n), out=rowptr[1:])
-    return CSRGraph(torch.from_numpy(rowptr), torch.from_numpy(col), torch.from_numpy(w))
 
 
 def _drivers(num_steps: int, k: int, spd: int, rng: np.random.Generator) -> np.ndarray:
@@ -159,11 +138,12 @@ def synthetic_sensor_network(
         atten = 0.7 + 0.3 * float(np.exp(-((dp[0] / sigma) ** 2)))
         sig[i] = atten * mix / np.sqrt((w**2).sum()) + noise * noise_f[:, col]
 
+    pairs = np.stack([np.concatenate(src), np.concatenate(dst)])
     values = (50.0 + 10.0 * sig.T)[:, :, None].astype(np.float32)
     return GraphDataset(
         name="synthetic",
         values=values,
-        adjacency=_kernel_graph(xy, np.concatenate(src), np.concatenate(dst), sigma),
+        adjacency=distance_kernel(pairs, _pair_dist(xy, pairs[0], pairs[1]), n, sigma, 0.0),
         sensor_ids=[f"s{i:03d}" for i in range(n)],
         coords=xy.astype(np.float32),
         units="",
