@@ -8,6 +8,7 @@ import builtins
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +87,15 @@ def test_metr_la_wrong_layouts_are_clear(metr_la, tmp_path):
         load_dataset(d)
 
 
-def test_metr_la_without_pandas_names_the_extra(metr_la, monkeypatch):
+def test_metr_la_without_h5py_names_the_extra(metr_la, monkeypatch):
     real = builtins.__import__
 
-    def no_pandas(name, *args, **kwargs):
-        if name == "pandas" or name.startswith("pandas."):
-            raise ImportError("No module named 'pandas'")
+    def no_h5py(name, *args, **kwargs):
+        if name == "h5py" or name.startswith("h5py."):
+            raise ImportError("No module named 'h5py'")
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_pandas)
+    monkeypatch.setattr(builtins, "__import__", no_h5py)
     with pytest.raises(ImportError, match=r"dynst_fast\[h5\]"):
         load_dataset(metr_la)
 
@@ -117,6 +118,34 @@ def test_malicious_pickle_does_not_run(metr_la, tmp_path):
     # the same pickle read plainly would have run it: the test can fail
     pickle.loads((d / "adj_mx.pkl").read_bytes())
     assert marker.exists()
+
+
+def test_malicious_h5_store_does_not_run(metr_la, tmp_path):
+    """pandas pickles object columns (and PyTables some attributes) into a store and
+    unpickles them on read_hdf; our reader never does."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("tables")
+    marker = tmp_path / "pwned"
+    d = _beside(tmp_path / "evilh5", metr_la, ["adj_mx.pkl"])
+    df = pd.read_hdf(metr_la / "metr-la.h5").iloc[:50, :3].copy()
+    df[df.columns[1]] = [_Evil(marker)] * len(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PerformanceWarning: object column pickled
+        df.to_hdf(d / "values.h5", key="df")
+    with pytest.raises(ValueError, match="holds objects \\(pickles\\)"):
+        load_dataset(d)
+    assert not marker.exists()
+    pd.read_hdf(d / "values.h5")  # pandas itself runs it: the test can fail
+    assert marker.exists()
+
+
+def test_h5_table_format_is_refused(metr_la, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("tables")
+    d = _beside(tmp_path / "table", metr_la, ["adj_mx.pkl"])
+    pd.read_hdf(metr_la / "metr-la.h5").to_hdf(d / "values.h5", key="df", format="table")
+    with pytest.raises(ValueError, match="'table'-format store.*fixed format"):
+        load_dataset(d)
 
 
 def test_plain_pickle_refuses_object_arrays(tmp_path):

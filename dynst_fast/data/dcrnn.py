@@ -2,8 +2,9 @@
 ``adj_mx.pkl`` adjacency.
 
 - values: one ``.h5`` file, a pandas DataFrame (timestamps x sensor ids, as
-  ``DataFrame.to_hdf`` writes it); the steps per day come from the timestamps. Reading
-  it needs pandas and PyTables (``pip install 'dynst_fast[h5]'``).
+  ``DataFrame.to_hdf`` writes it, the "fixed" format); the steps per day come from the
+  timestamps. It is read with h5py (``pip install 'dynst_fast[h5]'``), never with
+  pandas, which would unpickle the file's attributes.
 - adjacency: DCRNN's ``adj_mx.pkl`` (``(sensor_ids, sensor_id_to_ind, adj_mx [N, N])``,
   read with :func:`~dynst_fast.data.safe_pickle.load_plain_pickle`, which runs no code
   from the file); the sensors then take the pickle's order. Else any adjacency file of
@@ -39,36 +40,98 @@ def is_dcrnn_data(path: Path) -> bool:
 
 
 def _read_h5(path: Path) -> tuple[np.ndarray, list[str], int | None]:
-    """``(values [T, N], column ids, steps per day or None)`` of a pandas HDF5 store."""
+    """``(values [T, N], column ids, steps per day or None)`` of a pandas HDF5 store in
+    the "fixed" format (what ``DataFrame.to_hdf`` writes by default), read with h5py.
+
+    pandas and PyTables unpickle attributes and object columns when they read a store,
+    which runs code from the file; h5py reads only arrays and plain attributes, so this
+    reader never unpickles. Object (non-numeric) columns and the "table" format (whose
+    column names are pickled) are refused.
+    """
     try:
-        import pandas as pd
+        import h5py
     except ImportError:
-        raise ImportError(
-            f"reading {path.name} needs pandas and PyTables: pip install 'dynst_fast[h5]'"
-        ) from None
+        raise ImportError(f"reading {path.name} needs h5py: pip install 'dynst_fast[h5]'") from None
     try:
-        df = pd.read_hdf(path)
-    except ImportError as exc:
-        raise ImportError(
-            f"reading {path.name} needs PyTables ({exc}): pip install 'dynst_fast[h5]'"
-        ) from None
-    except (ValueError, KeyError, OSError, TypeError, RuntimeError) as exc:  # HDF5ExtError
-        msg = f"{path.name}: not a pandas HDF5 store with one DataFrame ({exc})"
-        raise ValueError(msg) from None
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{path.name}: holds a {type(df).__name__}, expected {LAYOUT}")
-    try:
-        vals = df.to_numpy(dtype=np.float64)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path.name}: values must be numeric ({exc})") from None
-    ids = [str(c) for c in df.columns]
-    spd = None
-    if isinstance(df.index, pd.DatetimeIndex) and len(df.index) > 1:
-        step = pd.Series(df.index).diff().dropna().median()
-        per_day = pd.Timedelta(days=1) / step if step > pd.Timedelta(0) else 0
-        if per_day >= 1 and abs(per_day - round(per_day)) < 1e-9:
-            spd = int(round(per_day))
-    return vals, ids, spd
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path.name}: not a pandas HDF5 store (HDF5 says: {exc})") from None
+    with f:
+        frames = [
+            k
+            for k, node in f.items()
+            if isinstance(node, h5py.Group)
+            and _attr(node, "pandas_type") in ("frame", "frame_table")
+        ]
+        if len(frames) != 1:
+            raise ValueError(
+                f"{path.name}: not a pandas HDF5 store with one DataFrame "
+                f"(found {len(frames)} frames)"
+            )
+        g = f[frames[0]]
+        if _attr(g, "pandas_type") == "frame_table":
+            raise ValueError(
+                f"{path.name}: a pandas 'table'-format store, whose column names are pickles; "
+                "re-save it in the fixed format: df.to_hdf(path, key='df')"
+            )
+        enc = _attr(g, "encoding") or "UTF-8"
+        try:
+            ids = [_text(c, enc) for c in _array(g, "axis0", path)]
+            index = _array(g, "axis1", path)
+            vals = np.full((index.shape[0], len(ids)), np.nan)
+            pos = {c: i for i, c in enumerate(ids)}
+            for b in range(int(g.attrs.get("nblocks", 0))):
+                items = [_text(c, enc) for c in _array(g, f"block{b}_items", path)]
+                block = _array(g, f"block{b}_values", path)
+                if block.dtype.kind not in "biuf":
+                    raise ValueError(
+                        f"{path.name}: columns {items[:3]} are not numeric "
+                        f"({block.dtype}); values must be numeric"
+                    )
+                if block.shape != (index.shape[0], len(items)):
+                    raise ValueError(f"{path.name}: block {b} has shape {block.shape}")
+                vals[:, [pos[c] for c in items]] = block
+        except KeyError as exc:
+            raise ValueError(f"{path.name}: not a pandas HDF5 store ({exc})") from None
+        kind = _attr(f[frames[0]]["axis1"], "kind") or ""
+    return vals, ids, _steps_per_day(index, kind)
+
+
+def _attr(node, name: str) -> str | None:
+    v = node.attrs.get(name)
+    if isinstance(v, (bytes, np.bytes_)):
+        return bytes(v).decode("utf-8", "replace")
+    return v if isinstance(v, str) else None
+
+
+def _array(group, name: str, path: Path) -> np.ndarray:
+    import h5py
+
+    node = group.get(name)
+    if not isinstance(node, h5py.Dataset):
+        raise ValueError(f"{path.name}: not a pandas HDF5 store (no array {name!r})")
+    if node.dtype.kind == "O" or h5py.check_vlen_dtype(node.dtype) is not None:
+        raise ValueError(f"{path.name}: {name} holds objects (pickles); values must be numeric")
+    return node[()]
+
+
+def _text(v: object, encoding: str) -> str:
+    return bytes(v).decode(encoding) if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+def _steps_per_day(index: np.ndarray, kind: str) -> int | None:
+    """Steps per day of a datetime index (``kind`` ``datetime64[unit]``), else None."""
+    if not kind.startswith("datetime64") or index.shape[0] < 2:
+        return None
+    unit = kind[len("datetime64") :].strip("[]") or "ns"
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}.get(unit)
+    if per_second is None:
+        return None
+    step = float(np.median(np.diff(index.astype(np.int64))))
+    if step <= 0:
+        return None
+    per_day = 86400 * per_second / step
+    return int(round(per_day)) if per_day >= 1 and abs(per_day - round(per_day)) < 1e-9 else None
 
 
 def _read_adj_mx(path: Path, ids: list[str]) -> tuple[CSRGraph, list[str]]:
