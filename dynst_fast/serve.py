@@ -48,6 +48,25 @@ REQUIRED = (
 )
 
 
+# The JSON type of every field the sidecar must have (bool is no int here).
+FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format": int,
+    "kind": str,
+    "sensor_ids": list,
+    "input_index": list,
+    "num_sensors": int,
+    "all_sensor_ids": list,
+    "channels": int,
+    "t_in": int,
+    "t_out": int,
+    "units": str,
+    "opset": int,
+    "input": dict,
+    "output": dict,
+    "sha256": str,
+}
+
+
 class PredictError(ValueError):
     """Bad model, sidecar or input for ``dynst predict`` (the message says which)."""
 
@@ -78,6 +97,7 @@ def load_sidecar(model: str | os.PathLike, sidecar: str | os.PathLike | None = N
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise PredictError(f"sidecar {side} lacks {', '.join(missing)}")
+    _check_types(meta, side)
     if not _consistent(meta):
         raise PredictError(f"sidecar {side} is inconsistent: its shapes, ids and counts disagree")
     digest = sha256_of(model)
@@ -89,9 +109,45 @@ def load_sidecar(model: str | os.PathLike, sidecar: str | os.PathLike | None = N
     return meta
 
 
+def _check_types(meta: dict, side: Path) -> None:
+    """Every field of the sidecar has its JSON type (one clear error naming the field)."""
+
+    def bad(field: str, want: str) -> PredictError:
+        return PredictError(f"sidecar {side}: field {field!r} must be {want}")
+
+    for name, kind in FIELD_TYPES.items():
+        v = meta[name]
+        if isinstance(v, bool) or not isinstance(v, kind):
+            raise bad(name, f"{kind.__name__}, got {type(v).__name__}")
+        if kind is int and v < 0 or name in ("t_in", "t_out", "channels") and v < 1:
+            raise bad(name, "a positive int")
+    for name in ("input", "output"):
+        if not isinstance(meta[name].get("name"), str):
+            raise bad(f"{name}.name", "a string")
+        shape = meta[name].get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape
+        ):
+            raise bad(f"{name}.shape", "a list of sizes")
+    index = meta["input_index"]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in index) or not all(
+        0 <= i < meta["num_sensors"] for i in index
+    ):
+        raise bad("input_index", f"a list of sensor numbers in [0, {meta['num_sensors']})")
+    if meta["kind"] == "image":
+        g = meta.get("grid")
+        keys = ("rows", "cols", "patch", "height", "width")
+        if not isinstance(g, dict) or not all(
+            isinstance(g.get(k), int) and not isinstance(g.get(k), bool) and g[k] > 0 for k in keys
+        ):
+            raise bad("grid", "an object of positive ints " + ", ".join(keys))
+
+
 def _consistent(meta: dict) -> bool:
     """Do the sidecar's shapes, ids and counts agree with each other?"""
     k, n, c = len(meta["sensor_ids"]), meta["num_sensors"], meta["channels"]
+    if len(meta["input_index"]) != k:
+        return False
     shape_in, shape_out = meta["input"].get("shape"), meta["output"].get("shape")
     if not isinstance(shape_in, list) or not isinstance(shape_out, list):
         return False
@@ -121,10 +177,7 @@ def read_input(path: str | os.PathLike, meta: dict) -> np.ndarray:
         return _finite(_read_tiles(path, meta), path, meta, sensor_axis=1)
     t_in, k, c = meta["t_in"], len(meta["sensor_ids"]), meta["channels"]
     if path.suffix == ".npy":
-        try:
-            x = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise PredictError(f"{path} is not a numeric .npy file: {exc}") from exc
+        x = _load_npy(path)
         if x.ndim == 2 and c == 1:
             x = x[None, :, :, None]
         elif x.ndim == 3:
@@ -143,6 +196,20 @@ def read_input(path: str | os.PathLike, meta: dict) -> np.ndarray:
     return _finite(x, path, meta, sensor_axis=2)
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file, never unpickled (object arrays are refused), named in errors."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        raise PredictError(f"{path} is not a readable numeric .npy file ({first})") from None
+    if not isinstance(x, np.ndarray):
+        raise PredictError(f"{path} is not a .npy array file (an .npz archive?)")
+    if np.iscomplexobj(x) or not np.issubdtype(x.dtype, np.number):
+        raise PredictError(f"{path}: input must be real and numeric, got dtype {x.dtype}")
+    return x
+
+
 def _finite(x: np.ndarray, path: Path, meta: dict, sensor_axis: int) -> np.ndarray:
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
@@ -159,10 +226,7 @@ def _read_tiles(path: Path, meta: dict) -> np.ndarray:
     """Image input: the active tiles as given, or cut from whole frames."""
     if path.suffix != ".npy":
         raise PredictError(f"{path}: image models take .npy input (tiles or frames)")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise PredictError(f"{path} is not a numeric .npy file: {exc}") from exc
+    x = _load_npy(path)
     if not np.issubdtype(x.dtype, np.number):
         raise PredictError(f"{path}: input must be numeric, got dtype {x.dtype}")
     g, t_in, c = meta["grid"], meta["t_in"], meta["channels"]
@@ -223,14 +287,41 @@ def run_model(model: str | os.PathLike, x: np.ndarray, meta: dict) -> np.ndarray
     """onnxruntime on ``x[B, T_in, K, C]`` -> ``[B, T_out, N, C]``."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    return sess.run([meta["output"]["name"]], {meta["input"]["name"]: x})[0]
+    try:
+        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own classes for a bad file
+        raise PredictError(f"{model} is not a model onnxruntime can load ({_first(exc)})") from None
+    try:
+        return sess.run([meta["output"]["name"]], {meta["input"]["name"]: x})[0]
+    except Exception as exc:
+        raise PredictError(
+            f"{model} does not run on this input as its sidecar describes it (was the "
+            f"sidecar edited?): {_first(exc)}"
+        ) from None
+
+
+def _first(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
 
 
 def write_output(path: str | os.PathLike, y: np.ndarray, meta: dict) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    if path.is_dir():
+        raise PredictError(f"--out {path} is a directory: name a .npy or .csv file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(path, tmp, y, meta)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise PredictError(f"--out {path}: cannot write it ({exc.strerror or exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write(path: Path, tmp: Path, y: np.ndarray, meta: dict) -> None:
     if path.suffix == ".npy":
         with open(tmp, "wb") as f:
             np.save(f, y)
@@ -248,7 +339,6 @@ def write_output(path: str | os.PathLike, y: np.ndarray, meta: dict) -> None:
             w.writerows([[f"{v:.6g}" for v in row] for row in y[0, :, :, 0]])
     else:
         raise PredictError(f"{path}: output must be .npy or .csv")
-    os.replace(tmp, path)
 
 
 def predict(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def shared_data_dir() -> Path:
 def _read_csv_rows(path: Path) -> list[list[str]]:
     with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM is not part of an id
         rows = [[c.strip() for c in r] for r in csv.reader(f)]
-    rows = [r for r in rows if any(r)]  # skip blank lines
+    rows = [r for r in rows if r and r != [""]]  # skip blank lines (",," is a row of NaN)
     if not rows:
         raise ValueError(f"{path.name} is empty")
     return rows
@@ -177,21 +178,25 @@ def _read_values_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
                 if key is None and len(keys) == 1:
                     key = keys[0]
                 if key is None:
-                    raise ValueError(
-                        f"{path.name}: expected an array named 'values' (found {z.files})"
-                    )
+                    raise _NoValues(z.files)
                 arr = z[key]
                 if "sensor_ids" in z.files:
                     ids = [str(s) for s in z["sensor_ids"]]
         else:
             arr = np.load(path, allow_pickle=False)
-    except (OSError, EOFError) as e:
+    except _NoValues as e:
+        raise ValueError(f"{path.name}: expected an array named 'values' (found {e})") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path.name}: cannot read it as a numpy file ({e})") from None
     if arr.size == 0:
         raise ValueError(f"{path.name} is empty (shape {arr.shape})")
     if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"{path.name}: values must be real and numeric, got dtype {arr.dtype}")
     return arr, ids
+
+
+class _NoValues(Exception):
+    """An ``.npz`` without a values array (its files are the message)."""
 
 
 def _read_sparse_npz(path: Path, n: int) -> CSRGraph:
@@ -358,7 +363,11 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
             + (f" ({int(dead.sum())} such sensors)" if dead.sum() > 1 else "")
         )
     if np.isinf(vals).any():
-        raise ValueError(f"{vfile.name}: values contain inf")
+        t, i = (int(v) for v in np.argwhere(np.isinf(vals))[0][:2])
+        raise ValueError(
+            f"{vfile.name}: values contain inf (step {t}, sensor {ids[i]!r}): mark a missing "
+            "value as NaN or an empty cell"
+        )
 
     adj = read_adjacency(afile, ids)
     graph = adj if isinstance(adj, CSRGraph) else CSRGraph.from_dense(adj)

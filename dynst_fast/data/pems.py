@@ -30,20 +30,27 @@ LAYOUT = (
 )
 
 
-def _npz_keys(path: Path) -> list[str]:
+def _npz_keys(path: Path) -> list[str] | None:
+    """The array names of an ``.npz`` (None if it cannot be read as a zip)."""
     try:
         with zipfile.ZipFile(path) as z:
             return [name.removesuffix(".npy") for name in z.namelist()]
     except (zipfile.BadZipFile, OSError):
-        return []
+        return None
+
+
+def _may_be_pems(path: Path) -> bool:
+    """Has a ``data`` array, or is unreadable (so that the loader names the file)."""
+    keys = _npz_keys(path)
+    return keys is None or "data" in keys
 
 
 def _npz_of(path: Path) -> Path | None:
     if path.is_file():
-        return path if path.suffix == ".npz" and "data" in _npz_keys(path) else None
+        return path if path.suffix == ".npz" and _may_be_pems(path) else None
     if not path.is_dir():
         return None
-    found = [p for p in sorted(path.glob("*.npz")) if "data" in _npz_keys(p)]
+    found = [p for p in sorted(path.glob("*.npz")) if _may_be_pems(p)]
     return found[0] if len(found) == 1 else None
 
 
@@ -89,8 +96,11 @@ def load_pems_dataset(path: Path, data: DataConfig | None = None) -> GraphDatase
     npz = _npz_of(path)
     if npz is None:
         raise ValueError(f"{path}: no .npz with a data array; expected {LAYOUT}")
-    with np.load(npz, allow_pickle=False) as z:
-        vals = np.asarray(z["data"])
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            vals = np.asarray(z["data"])
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{npz.name}: cannot read its 'data' array ({e})") from None
     if vals.ndim == 2:
         vals = vals[:, :, None]
     if vals.ndim != 3 or not np.issubdtype(vals.dtype, np.number):

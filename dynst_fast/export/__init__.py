@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifacts import load_run
+from ..artifacts import check_output_file, load_run
 from ..deploy import NoCompleteWindow, deployable, example_inputs
 from . import onnx
 from .onnx import ExportError
@@ -45,6 +45,7 @@ def export_run(
     """
     out = Path(out)
     target = target_for(out)
+    check_output_file(out)
     bundle = load_run(run_dir, data)
     module, index = deployable(bundle, dense)
     try:

@@ -29,8 +29,9 @@ TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "x", "y"
 
 
-class ExportError(RuntimeError):
-    """Export could not produce a verified model (nothing was written)."""
+class ExportError(RuntimeError, ValueError):
+    """Export could not produce a verified model (nothing was written); a ``ValueError``
+    too, so that the CLI reports it as one line like any other bad input."""
 
 
 def to_onnx(module: nn.Module, example: Tensor, path: Path, opset: int = OPSET) -> None:
