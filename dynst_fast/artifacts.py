@@ -13,19 +13,25 @@ A finished run directory holds
 ``report.md``       a short human report
 ==================  ==========================================================
 
-and, while it trains, ``progress.pt``: the training state after the last finished
-epoch, from which ``dynst run --resume`` continues (removed once the run is written).
-Every file is written atomically (a temporary file, then a rename). Checkpoints hold
+A run is staged: while it trains, everything goes to ``.<name>.partial`` beside the run
+directory (:func:`staging_dir`), which holds ``config.toml`` and ``progress.pt``, the
+training state after the last finished epoch, from which ``dynst run --resume``
+continues. The finished files are written there too, ``progress.pt`` is dropped, and
+the whole directory is renamed onto the run directory (:func:`publish`), so a reader
+never sees a mix of two runs, nor a directory that looks finished and is not. Every
+file is written atomically (a temporary file, then a rename). Checkpoints hold
 only tensors and plain Python values, and are read with ``torch.load(...,
 weights_only=True)``: loading a run never unpickles arbitrary objects.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-import pickle
+import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +103,100 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_atomic(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n")
 
 
+# ---------------------------------------------------------------- the staged run directory
+def staging_dir(out: str | os.PathLike) -> Path:
+    """Where the run directory ``out`` is staged while it trains: ``.<name>.partial``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def final_dir(path: str | os.PathLike) -> Path:
+    """The run directory of ``path``: itself, or the run a staging directory stages."""
+    p = Path(path)
+    if p.name.startswith(".") and p.name.endswith(".partial") and len(p.name) > 9:
+        return p.parent / p.name[1:-8]
+    return p
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Does ``path`` hold a finished ``dynst run`` directory?"""
+    p = Path(path)
+    return (p / CONFIG).is_file() and ((p / CHECKPOINT).is_file() or (p / METRICS).is_file())
+
+
+def check_out(out: str | os.PathLike) -> None:
+    """Refuse (one ``ValueError`` naming --out) a run directory that cannot be written: an
+    existing file, a directory that holds something other than a run (replacing it would
+    delete it), or a place this process cannot write to."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file: name a directory")
+    if out.is_dir() and any(out.iterdir()) and not is_run_dir(out):
+        raise ValueError(
+            f"--out {out} is a directory that is not a dynst run directory; a run replaces "
+            "its directory as a whole, so name a new or empty one"
+        )
+    _check_writable(out, "--out")
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Can ``path`` be created? Probed by creating and removing a directory in its
+    nearest existing ancestor (permission bits alone miss read-only mounts and root)."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".dynst-probe-"))
+    except OSError as exc:
+        raise ValueError(
+            f"{flag} {path}: cannot write there ({parent}: {exc.strerror or exc})"
+        ) from None
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> None:
+    """Refuse (one ``ValueError`` naming ``flag``) an output file that is a directory or
+    whose directory cannot be created or written."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {p} is a directory: name a file")
+    _check_writable(p, flag)
+
+
+def begin_run(out: str | os.PathLike) -> Path:
+    """Start a fresh staging directory for ``out`` (an older unfinished one is discarded)
+    and return it; ``ValueError`` naming --out if it cannot be written."""
+    check_out(out)
+    stage = staging_dir(out)
+    try:
+        if stage.exists():
+            if (stage / PROGRESS).exists():
+                print(
+                    f"dynst run: note: starting afresh; discarding the unfinished run in "
+                    f"{stage} (`--resume {out}` would have continued it)",
+                    file=sys.stderr,
+                )
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    return stage
+
+
+def publish(stage: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Rename the finished staging directory onto ``out``, replacing an older run there
+    as a whole (it is renamed aside first and deleted once the new run is in place)."""
+    stage, out = Path(stage), Path(out)
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """``torch.save`` through a temporary file (atomic)."""
     path = Path(path)
@@ -119,7 +219,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     try:
         ck = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # a foreign or broken file fails in many ways inside torch.load
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{p} is not a readable dynst_fast checkpoint ({first})") from None
     if not isinstance(ck, dict) or "format" not in ck:
@@ -132,50 +232,90 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ck
 
 
+# The fields of a finished run's checkpoint and their types, checked on load.
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "config": dict,
+    "num_channels": int,
+    "t_in": int,
+    "t_out": int,
+    "sensor_space": dict,
+    "model": dict,
+    "mean": Tensor,
+    "std": Tensor,
+    "model_state": dict,
+    "dense_model_state": dict,
+    "sparsifier": dict,
+}
+
+
+def check_checkpoint(ck: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """``ck`` if it has every field of a finished run's checkpoint with its type, else
+    one ``ValueError`` naming the file and the field."""
+    for name, kind in CHECKPOINT_FIELDS.items():
+        if name not in ck:
+            raise ValueError(f"{path} is damaged: it has no {name!r} field")
+        v = ck[name]
+        if isinstance(v, bool) or not isinstance(v, kind):
+            raise ValueError(f"{path} is damaged: field {name!r} is a {type(v).__name__}")
+    m = ck["model"]
+    if not isinstance(m.get("name"), str) or not isinstance(m.get("options"), dict):
+        raise ValueError(f"{path} is damaged: field 'model' lacks its name or options")
+    return ck
+
+
 def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint of a finished run directory (or a checkpoint file)."""
+    """The checkpoint of a finished run directory (or a checkpoint file), checked."""
     p = Path(run_dir)
-    if p.is_dir():
-        if not (p / CHECKPOINT).exists() and (p / PROGRESS).exists():
+    if not p.is_file() and not (p / CHECKPOINT).exists():
+        final = final_dir(p)
+        if (staging_dir(final) / PROGRESS).exists():
             raise FileNotFoundError(
-                f"{p} holds an unfinished run: continue it with `dynst run --resume {p}`"
+                f"{final} holds an unfinished run: continue it with `dynst run --resume {final}`"
             )
+    if p.is_dir():
         p = p / CHECKPOINT
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint at {p}: is this a `dynst run` directory?")
-    return read_checkpoint(p)
+    return check_checkpoint(read_checkpoint(p), p)
 
 
 # ---------------------------------------------------------------- training state
 def save_progress(out: str | os.PathLike, config: RunConfig, progress: dict[str, Any]) -> None:
-    """The training state after an epoch: finished stages and the running one."""
+    """The training state after an epoch (finished stages and the running one), in the
+    staging directory of ``out``."""
     save_checkpoint(
-        Path(out) / PROGRESS,
+        staging_dir(out) / PROGRESS,
         {"format": FORMAT, "version": __version__, "config": config.to_dict(), **progress},
     )
 
 
 def load_progress(run_dir: str | os.PathLike) -> tuple[RunConfig, dict[str, Any]]:
-    """``(resolved config, progress)`` of an interrupted run (clear errors otherwise)."""
-    d = Path(run_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"no run directory at {d}")
-    if not (d / PROGRESS).exists():
-        if (d / CHECKPOINT).exists():
+    """``(resolved config, progress)`` of the interrupted run of ``run_dir`` (the run
+    directory or its staging directory); the config's ``out`` is the run directory."""
+    d = final_dir(run_dir)
+    stage = staging_dir(d)
+    if not (stage / PROGRESS).exists():
+        if is_run_dir(d):
             raise ValueError(f"{d} holds a finished run: there is nothing to resume")
+        if not d.is_dir() and not stage.is_dir():
+            raise FileNotFoundError(f"no run directory at {d}")
         raise FileNotFoundError(f"{d} holds no training state ({PROGRESS}) to resume from")
-    ck = read_checkpoint(d / PROGRESS)
-    return RunConfig.from_dict(ck["config"], str(d / PROGRESS)), ck
+    ck = read_checkpoint(stage / PROGRESS)
+    try:
+        cfg = RunConfig.from_dict(ck["config"], str(stage / PROGRESS))
+        if not isinstance(ck.get("done"), dict):
+            raise KeyError("done")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{stage / PROGRESS} is damaged (field {exc}): start the run afresh"
+        ) from None
+    return dataclasses.replace(cfg, out=str(d)), ck
 
 
-def write_config(out: str | os.PathLike, config: RunConfig) -> None:
-    """``config.toml``: the resolved configuration (written when a run starts, so that an
-    unfinished run directory has it too)."""
-    write_atomic(Path(out) / CONFIG, config.to_toml())
-
-
-def discard_progress(out: str | os.PathLike) -> None:
-    Path(out, PROGRESS).unlink(missing_ok=True)
+def write_config(directory: str | os.PathLike, config: RunConfig) -> None:
+    """``config.toml`` in ``directory``: the resolved configuration (written to the
+    staging directory when a run starts, so that an unfinished run has it too)."""
+    write_atomic(Path(directory) / CONFIG, config.to_toml())
 
 
 # ---------------------------------------------------------------- writing a run
@@ -206,8 +346,10 @@ class RunRecord:
 
 
 def write_run(out: str | os.PathLike, record: RunRecord) -> None:
-    """Write the run directory (see the module docstring), then drop the training state."""
-    out = Path(out)
+    """Write the finished run into its staging directory, drop the training state there,
+    and publish it as the run directory ``out`` (see the module docstring)."""
+    final = Path(out)
+    out = staging_dir(final)
     out.mkdir(parents=True, exist_ok=True)
     sp, space = record.main.fit.sparsifier, record.space
     theta = sp.theta.detach().cpu()
@@ -254,7 +396,8 @@ def write_run(out: str | os.PathLike, record: RunRecord) -> None:
     )
     space.picture(out / PICTURE, active.numpy(), theta.numpy(), title)
     write_atomic(out / REPORT, record.report)
-    discard_progress(out)
+    (out / PROGRESS).unlink(missing_ok=True)
+    publish(out, final)
 
 
 # ---------------------------------------------------------------- loading a run
@@ -322,9 +465,16 @@ def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
             f"{exc} (the run's data is needed to check the model on test windows; "
             "pass --data to point at it)"
         ) from exc
-    model = rebuild_model(ck, ds)
-    dense = rebuild_model(ck, state="dense_model_state")
-    sp = Sparsifier.from_state_dict(ck["sparsifier"])
+    try:
+        model = rebuild_model(ck, ds)
+        dense = rebuild_model(ck, state="dense_model_state")
+        sp = Sparsifier.from_state_dict(ck["sparsifier"])
+    except (KeyError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
+        first = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(
+            f"{run_dir}: its {CHECKPOINT} does not rebuild the run's models ({first}): was "
+            "it edited or written by another version?"
+        ) from None
     return RunBundle(
         checkpoint=ck,
         config=cfg,

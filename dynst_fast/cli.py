@@ -2,11 +2,14 @@
 
 ``dynst run``'s flags are generated from the configuration tree (``dynst_fast.config``).
 Only the parser of the command given is built, so ``dynst predict`` imports no torch.
+Every error is one line on stderr and exit code 2 (130 for Ctrl-C); ``--debug`` (or
+``DYNST_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 COMMANDS = {
@@ -16,10 +19,23 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``--help`` still shows the usage)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser(command: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynst", description=__doc__)
+    p = _Parser(prog="dynst", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    parsers = {name: sub.add_parser(name, help=text) for name, text in COMMANDS.items()}
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="on an error, show its traceback (DYNST_DEBUG=1)"
+    )
+    parsers = {
+        name: sub.add_parser(name, help=text, parents=[common]) for name, text in COMMANDS.items()
+    }
     if command == "run":
         _run_parser(parsers["run"])
     elif command == "export":
@@ -73,14 +89,31 @@ def _predict_parser(pr: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
-    args = _parser(command).parse_args(argv)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "export":
-        return _export(args)
-    if args.command == "predict":
-        return _predict(args)
-    return 1
+    try:
+        args = _parser(command).parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error (already printed, one line)
+        return exc.code if isinstance(exc.code, int) else 2
+    handler = {"run": _run, "export": _export, "predict": _predict}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        if args.debug or os.environ.get("DYNST_DEBUG"):
+            raise
+        print(f"\ndynst {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug or os.environ.get("DYNST_DEBUG"):
+            raise
+        expected = isinstance(exc, (ValueError, OSError))
+        message = _one_line(exc) if expected else f"{type(exc).__name__}: {_one_line(exc)}"
+        if not expected:
+            message += " (unexpected: --debug shows where; please report it)"
+        return _fail(args.command, message)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def _fail(command: str, message: object) -> int:
@@ -89,8 +122,10 @@ def _fail(command: str, message: object) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import shlex
+
     from .config import RunConfig, apply_arguments, given_settings
-    from .run import format_table, run
+    from .run import RunInterrupted, format_table, run
 
     try:
         if args.resume:
@@ -103,12 +138,12 @@ def _run(args: argparse.Namespace) -> int:
         else:
             base = RunConfig.from_toml(args.config) if args.config else RunConfig()
             metrics = run(apply_arguments(base, args))
-    except (ValueError, FileNotFoundError) as exc:
-        return _fail("run", exc)
-    except KeyboardInterrupt:
+    except RunInterrupted as exc:
+        if args.debug or os.environ.get("DYNST_DEBUG"):
+            raise
         print(
             "\ndynst run: interrupted; the last finished epoch is saved: continue with "
-            "`dynst run --resume <run directory>`",
+            f"`dynst run --resume {shlex.quote(exc.out)}`",
             file=sys.stderr,
         )
         return 130
@@ -118,12 +153,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import ExportError, export_run
+    from .export import export_run
 
-    try:
-        meta = export_run(args.run_dir, args.out, dense=args.dense, data=args.data)
-    except (ValueError, FileNotFoundError, ExportError) as exc:
-        return _fail("export", exc)
+    meta = export_run(args.run_dir, args.out, dense=args.dense, data=args.data)
     v = meta["verification"]
     print(
         f"wrote {args.out} ({len(meta['sensor_ids'])} of {meta['num_sensors']} sensors in, "
@@ -134,12 +166,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .serve import PredictError, predict
+    from .serve import predict
 
-    try:
-        info = predict(args.model, args.input, args.out, sidecar=args.sidecar)
-    except PredictError as exc:
-        return _fail("predict", exc)
+    info = predict(args.model, args.input, args.out, sidecar=args.sidecar)
     print(f"wrote {args.out}: {info['output_shape']} forecast in {info['units'] or 'data units'}")
     return 0
 

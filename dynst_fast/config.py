@@ -97,6 +97,11 @@ class ScheduleConfig:
     theta_lr: float = setting(2e-2, "Adam learning rate of theta in mask phases")
     l1: float = setting(1e-3, "L1 pull on theta in mask phases")
 
+    @property
+    def schemes(self) -> list[str]:
+        """The sparse schemes a run trains: the main one, then ``also``."""
+        return [self.scheme, *self.also]
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -151,12 +156,15 @@ class RunConfig:
             backbone(m.name)  # unknown names: one clear error naming the choices
         if s.sparsity is not None and not (0.0 <= s.sparsity < 1.0):
             raise ValueError(f"--sparsity must be in [0, 1), got {s.sparsity}")
-        for scheme in [s.scheme, *s.also]:
+        for i, scheme in enumerate(s.schemes):
             if scheme not in SPARSE_SCHEMES:
                 raise ValueError(
                     f"unknown sparse scheme {scheme!r}; choose from {', '.join(SPARSE_SCHEMES)} "
                     "(dense always runs)"
                 )
+            if scheme in s.schemes[:i]:
+                main = " (the main --scheme)" if scheme == s.scheme else ""
+                raise ValueError(f"--also: {scheme} is already trained{main}; name it once")
         for section, name in (
             (t, "epochs"),
             (d, "t_in"),
@@ -166,8 +174,9 @@ class RunConfig:
             (s, "rounds"),
             (tm, "repeats"),
         ):
-            if getattr(section, name) < 1:
-                raise ValueError(f"{flag_of(section, name)} must be >= 1")
+            v = getattr(section, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{flag_of(section, name)} must be >= 1 (an integer), got {v!r}")
         if tm.warmup < 0:
             raise ValueError("--time-warmup must be >= 0")
         for section, name in ((s, "warmup_frac"), (s, "prune_frac"), (s, "mask_frac")):
@@ -404,7 +413,11 @@ def given_settings(ns: argparse.Namespace) -> list[str]:
 
 
 def command_line(cfg: RunConfig) -> str:
-    """``dynst run`` with the flags of every setting that differs from its default."""
+    """``dynst run`` with the flags of every setting that differs from its default, each
+    value quoted for a POSIX shell."""
+    import shlex
+
+    q = lambda v: shlex.quote(str(v))  # noqa: E731
     defaults = RunConfig()
     parts = ["dynst run"]
     for section, f in leaves():
@@ -416,9 +429,9 @@ def command_line(cfg: RunConfig) -> str:
         if isinstance(value, bool):
             parts.append(flag)
         elif isinstance(value, list):
-            parts.append(" ".join([flag, *map(str, value)]))
+            parts.append(" ".join([flag, *map(q, value)]))
         elif isinstance(value, dict):
-            parts += [f"{flag} {k}={v}" for k, v in value.items()]
+            parts += [f"{flag} {q(f'{k}={v}')}" for k, v in value.items()]
         else:
-            parts.append(f"{flag} {value}")
+            parts.append(f"{flag} {q(value)}")
     return " ".join(parts)

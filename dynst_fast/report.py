@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from .config import RunConfig, command_line
@@ -137,7 +138,7 @@ def render_report(m: dict[str, Any], history: list[dict[str, Any]], notes: list[
         "",
         "## Reproduce",
         "",
-        f"    dynst run --config {m['config']['out']}/config.toml",
+        f"    dynst run --config {shlex.quote(str(m['config']['out']) + '/config.toml')}",
         "",
         "or, in flags,",
         "",

@@ -3,8 +3,10 @@ train dense, train sparse, evaluate, time, write.
 
 Each step takes and returns typed values and none of them changes the configuration:
 :func:`resolve` returns a new, fully resolved one (model name and options, sparsity,
-run directory), which the run directory saves as ``config.toml``. Training writes the
-training state after every epoch (``artifacts.save_progress``), and :func:`run` with
+run directory), which the run directory saves as ``config.toml``. Every setting and the
+data are checked before the first step (``preflight``). The run is staged beside its
+directory and published whole at the end (``artifacts``); training writes the training
+state there after every epoch (``artifacts.save_progress``), and :func:`run` with
 ``resume=True`` continues from it, bit-identically on CPU.
 """
 
@@ -12,8 +14,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import platform
 import re
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, artifacts
+from . import __version__, artifacts, preflight
 from .artifacts import RunRecord, Trained
 from .baselines import run_baselines
 from .config import RunConfig
@@ -40,7 +45,15 @@ from .report import format_table, render_report
 from .sensors import SPACES, SensorSpace
 from .sparsifier import Sparsifier
 from .timing import METHOD, side_by_side
-from .train import FitResult, evaluate, first_windows, fit
+from .train import FitResult, TrainingDiverged, evaluate, first_windows, fit
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``out`` is the run directory that ``--resume`` continues."""
+
+    def __init__(self, out: str) -> None:
+        super().__init__(out)
+        self.out = out
 
 
 # ---------------------------------------------------------------- load and resolve
@@ -154,6 +167,8 @@ class Stages:
                 else None,
                 resume=resume,
             )
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(f"the {name} model's {exc}") from None
         finally:
             bar.close()
         self.done[name] = {
@@ -169,7 +184,7 @@ class Stages:
         self.current = None
         return Trained(scheme, model, result)
 
-    def _save(self, current: dict[str, Any]) -> None:
+    def _save(self, current: dict[str, Any] | None) -> None:
         artifacts.save_progress(self.cfg.out, self.cfg, {"done": self.done, "current": current})
 
 
@@ -275,6 +290,22 @@ def sparse_metrics(
     return m
 
 
+def non_finite(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Warnings (also printed to stderr) for test metrics that are NaN or infinite, which
+    ``metrics.json`` holds as null: a model whose forecasts overflowed."""
+    out = []
+    for name, m in metrics.items():
+        bad = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            text = (
+                f"the {name} model's test {', '.join(bad)} is not finite (null in "
+                "metrics.json): its forecasts overflow or are NaN on the test split"
+            )
+            out.append(f"**Warning:** {text}.")
+            print(f"dynst run: warning: {text}", file=sys.stderr)
+    return out
+
+
 def write(out: str | Path, record: RunRecord) -> None:
     artifacts.write_run(out, record)
 
@@ -290,24 +321,33 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     progress = None
     if resume:
         saved, progress = artifacts.load_progress(cfg.out)
-        cfg = dataclasses.replace(saved, out=cfg.out, quiet=cfg.quiet)
+        cfg = dataclasses.replace(saved, quiet=cfg.quiet)
     cfg.validate()
     ds = load(cfg)
     space = sensor_space(ds, cfg)
     cfg = resolve(cfg, ds, space)
     splits = make_windows(ds, t_in=cfg.data.t_in, t_out=cfg.data.horizon)
-    artifacts.write_config(cfg.out, cfg)
+    preflight.check_run(cfg, ds, splits, space.num_sensors)
+    stage = artifacts.staging_dir(cfg.out) if resume else artifacts.begin_run(cfg.out)
+    artifacts.write_config(stage, cfg)
     stages = Stages(cfg, progress)
-    dense = train_dense(stages, build(cfg, space, ds.num_channels), splits)
-    schemes = [cfg.schedule.scheme, *cfg.schedule.also]
-    sparse = {s: train_sparse(stages, dense, splits, s) for s in schemes}
+    try:
+        if not resume:
+            stages._save(None)  # Ctrl-C from the first step on leaves a run to resume
+        dense = train_dense(stages, build(cfg, space, ds.num_channels), splits)
+        sparse = {s: train_sparse(stages, dense, splits, s) for s in cfg.schedule.schemes}
+    except KeyboardInterrupt:
+        raise RunInterrupted(str(cfg.out)) from None
+    except TrainingDiverged:
+        shutil.rmtree(stage, ignore_errors=True)  # resuming would diverge the same way
+        raise
     compacts = compacted(sparse)
     metrics = evaluate_run(dense, compacts, splits, space)
     timings = time_run(cfg, dense, compacts, splits)
     main = sparse[cfg.schedule.scheme]
     m = metrics_json(cfg, ds, space, splits, dense, sparse, metrics, timings)
     m["seconds"] = time.perf_counter() - t_start
-    report = render_report(m, main.fit.sparsifier.history, space.notes(m))
+    report = render_report(m, main.fit.sparsifier.history, space.notes(m) + non_finite(metrics))
     write(
         cfg.out,
         RunRecord(

@@ -43,6 +43,12 @@ class Schedule:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}")
+        for name in ("num_sensors", "warmup_steps", "rounds", "network_steps", "mask_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"Schedule: {name} must be an int, got {v!r}")
+        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)):
+            raise TypeError(f"Schedule: sparsity must be a number, got {self.sparsity!r}")
         if not (0.0 <= self.sparsity < 1.0):
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.num_sensors < 1:

@@ -23,6 +23,7 @@ in mask phases (Eq. 3), prunes the lowest ``|theta|`` at round ends (Eq. 4) and 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -192,17 +193,21 @@ class Sparsifier:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "schedule": self.schedule.to_dict(),
-            "theta": self.theta.detach().clone(),
-            "active": self.active.clone(),
-            "grad_sum": self.grad_sum.clone(),
-            "grad_steps": self.grad_steps,
-            "step_count": self.step_count,
-            "history": list(self.history),
-            "optimizer": self._optimizer.state_dict(),
-            "hparams": {"theta_lr": self.theta_lr, "l1": self.l1, "seed": self.seed},
-        }
+        """A snapshot: nothing in it changes when training goes on (theta's Adam moments
+        included), so ``load_state_dict`` of it later restores exactly this step."""
+        return copy.deepcopy(
+            {
+                "schedule": self.schedule.to_dict(),
+                "theta": self.theta.detach().clone(),
+                "active": self.active.clone(),
+                "grad_sum": self.grad_sum.clone(),
+                "grad_steps": self.grad_steps,
+                "step_count": self.step_count,
+                "history": list(self.history),
+                "optimizer": self._optimizer.state_dict(),
+                "hparams": {"theta_lr": self.theta_lr, "l1": self.l1, "seed": self.seed},
+            }
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["schedule"] != self.schedule.to_dict():
@@ -213,6 +218,7 @@ class Sparsifier:
         with torch.no_grad():
             self.theta.copy_(state["theta"])
         self.active = state["active"].to(self.active.device).clone()
+        state = copy.deepcopy(state)  # the optimizer keeps references to what it loads
         self.grad_sum = state["grad_sum"].to(self.grad_sum.device).clone()
         self.grad_steps = int(state["grad_steps"])
         self.step_count = int(state["step_count"])

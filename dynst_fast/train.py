@@ -26,11 +26,16 @@ from .config import ScheduleConfig, TrainConfig
 from .data import WindowDataset, WindowSplits
 from .metrics import evaluate as evaluate_metrics
 from .models import GatedBackbone
+from .preflight import check_schedule
 from .schedule import Schedule
 from .sensors import SensorSpace
 from .sparsifier import Sparsifier
 
 EVAL_BATCH = 256
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the gate gradient became NaN or infinite (the message says where)."""
 
 
 @dataclass
@@ -91,18 +96,20 @@ def make_schedule(
     scheme: str,
     sparsity: float,
     num_sensors: int,
-    steps_per_epoch: int,
+    num_windows: int,
 ) -> Schedule:
-    """Turn the schedule's fractions of training into a step :class:`Schedule`."""
-    return Schedule.from_config(
-        sched, num_sensors, train.epochs * steps_per_epoch, scheme=scheme, sparsity=sparsity
-    )
+    """Turn the schedule's fractions of training (``train.epochs`` epochs of
+    ``num_windows`` windows) into a step :class:`Schedule`; ``ValueError`` naming the fix
+    if training ends before the schedule reaches its target."""
+    return check_schedule(train, sched, scheme, sparsity, num_sensors, num_windows)
 
 
 def masked_weighted_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
     """Mean of ``|pred - target| * weight`` over non-NaN targets; ``[B, T, N, C]`` with
     weight ``[1, 1, N, C]``, or ``[B, T, C, H, W]`` with weight ``[1, 1, C, H, W]``."""
     ok = ~torch.isnan(target)
+    if not bool(ok.any()):  # no observed target in the batch: nothing to learn, loss 0
+        return (pred * 0).sum()
     diff = (pred - torch.nan_to_num(target)).abs() * weight
     return diff[ok].mean()
 
@@ -110,6 +117,16 @@ def masked_weighted_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
 def cosine_lr(total_steps: int) -> Callable[[int], float]:
     """The learning-rate factor at step s: cosine from 1 down to 0.1 over the training."""
     return lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(total_steps, 1)))
+
+
+def _diverged(
+    what: str, epoch: int, batch: int, phase: str, train: TrainConfig, sched: ScheduleConfig
+) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"training diverged at epoch {epoch + 1}, batch {batch + 1} ({phase} phase): {what}; "
+        f"try a lower --lr (now {train.lr:g}) or --grad-clip (now {train.grad_clip:g})"
+        + (f", or a lower --theta-lr (now {sched.theta_lr:g})" if phase == "mask" else "")
+    )
 
 
 # ---------------------------------------------------------------- inference
@@ -178,7 +195,7 @@ def fit(
     loader = train_loader(splits.train, train.batch_size, gen)
     n = model.num_sensors
     steps_per_epoch = len(loader)
-    schedule = make_schedule(train, sched, scheme, sparsity, n, steps_per_epoch)
+    schedule = make_schedule(train, sched, scheme, sparsity, n, len(splits.train))
     sp = Sparsifier(schedule, theta_lr=sched.theta_lr, l1=sched.l1, seed=seed)
     std = torch.as_tensor(splits.std, dtype=torch.float32)
     weight = (std / std.mean())[None, None]
@@ -204,7 +221,7 @@ def fit(
     model.train()
     for epoch in range(start_epoch, train.epochs):
         losses = []
-        for xb, yb in loader:
+        for batch, (xb, yb) in enumerate(loader):
             if sp.done_pruning and schedule.scheme != "dense":
                 key = tuple(sp.active_index().tolist())
                 if compact_for != key:
@@ -215,12 +232,21 @@ def fit(
             loss = masked_weighted_l1(pred, yb, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            value = float(loss.detach())
+            phase = sp.phase
+            if not math.isfinite(value):
+                raise _diverged(f"the loss is {value}", epoch, batch, phase, train, sched)
             if sp.trains_network:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
                 opt.step()
-            sp.step()
+            try:
+                sp.step()
+            except FloatingPointError:
+                raise _diverged(
+                    "the gate gradient is not finite", epoch, batch, phase, train, sched
+                ) from None
             lr.step()
-            losses.append(float(loss.detach()))
+            losses.append(value)
         result.losses.append(statistics.fmean(losses))
         val_mae = float("nan")
         if sp.done_pruning:

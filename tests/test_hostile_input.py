@@ -101,3 +101,27 @@ def test_written_files_honour_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
+
+
+def test_reproduce_command_keeps_every_setting_and_quotes_paths():
+    import argparse
+    import shlex
+
+    from dynst_fast.config import add_arguments, apply_arguments, command_line
+
+    cfg = RunConfig.from_flags(
+        sparsity=0.0, data="my data/v.csv", out="runs/a b", also=["random"], option={"k": "2"}
+    )
+    argv = shlex.split(command_line(cfg))
+    assert argv[:2] == ["dynst", "run"]
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert apply_arguments(RunConfig(), p.parse_args(argv[2:])) == cfg
+
+
+def test_non_finite_metrics_are_said_out_loud(capsys):
+    from dynst_fast.run import non_finite
+
+    notes = non_finite({"dense": {"mae": 1.0}, "dynst": {"mae": float("inf"), "rmse": 2.0}})
+    assert len(notes) == 1 and "dynst model's test mae is not finite" in notes[0]
+    assert "warning: the dynst model's test mae" in capsys.readouterr().err

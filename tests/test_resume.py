@@ -42,6 +42,7 @@ def _same_run(a: Path, b: Path) -> None:
     assert torch.equal(ca["sparsifier"]["theta"], cb["sparsifier"]["theta"])
     assert ca["sparsifier"]["history"] == cb["sparsifier"]["history"]
     assert not (b / artifacts.PROGRESS).exists()
+    assert not artifacts.staging_dir(b).exists()
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,8 @@ def _stage_epoch(progress: Path) -> tuple[str, int] | None:
     try:
         ck = torch.load(progress, weights_only=True)
     except Exception:  # not written yet, or being replaced
+        return None
+    if ck["current"] is None:  # written before the first epoch
         return None
     return ck["current"]["stage"], ck["current"]["state"]["epoch"]
 
@@ -77,7 +80,7 @@ def test_sigkill_in_the_middle_of_training_then_resume(reference_run, tmp_path) 
         deadline = time.monotonic() + 600
         seen = None
         while time.monotonic() < deadline and proc.poll() is None:
-            seen = _stage_epoch(out / artifacts.PROGRESS)
+            seen = _stage_epoch(artifacts.staging_dir(out) / artifacts.PROGRESS)
             if seen is not None and seen[0] == "dynst":  # dense done, one sparse epoch in
                 break
             time.sleep(0.05)
@@ -88,7 +91,9 @@ def test_sigkill_in_the_middle_of_training_then_resume(reference_run, tmp_path) 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "metrics.json").exists() and (out / artifacts.PROGRESS).exists()
+    stage = artifacts.staging_dir(out)
+    assert not out.exists(), "the run directory appears only when the run is finished"
+    assert (stage / artifacts.PROGRESS).exists() and not (stage / "metrics.json").exists()
     with pytest.raises(FileNotFoundError, match="unfinished run.*--resume"):
         artifacts.load_checkpoint(out)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
@@ -105,12 +110,13 @@ def test_ctrl_c_then_resume(reference_run, tmp_path, monkeypatch, capsys) -> Non
     def save_then_interrupt(*args, **kwargs):
         real(*args, **kwargs)
         calls.append(1)
-        if len(calls) == 6:
+        if len(calls) == 7:  # the first save is the empty state before training
             raise KeyboardInterrupt
 
     monkeypatch.setattr(artifacts, "save_progress", save_then_interrupt)
     assert main([*ARGV, "--out", str(out)]) == 130
-    assert "dynst run --resume" in capsys.readouterr().err
+    assert f"dynst run --resume {out}" in capsys.readouterr().err
+    assert not out.exists()
     monkeypatch.setattr(artifacts, "save_progress", real)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     _same_run(reference_run, out)

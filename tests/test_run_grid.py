@@ -119,6 +119,8 @@ def test_simvp_run_claims_no_speedup(tmp_path: Path) -> None:
                 "4",
                 "--sparsity",
                 "0.5",
+                "--rounds",
+                "4",  # so that 2 epochs of 4 batches finish the schedule
                 "--quiet",
                 "--out",
                 str(out),
@@ -126,6 +128,7 @@ def test_simvp_run_claims_no_speedup(tmp_path: Path) -> None:
         )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["sparsity"] == 0.5
     assert metrics["model"] == "simvp" and metrics["num_sensors"] == 12
     assert metrics["speedup"] is None and metrics["dynst"]["speedup"] is None
     assert metrics["dynst"]["gives_speedup"] is False and "measured_ratio" in metrics["dynst"]

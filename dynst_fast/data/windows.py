@@ -86,6 +86,10 @@ class WindowDataset(Dataset):
         y = self._y[ti:].unfold(0, self.t_out, 1).movedim(-1, 1)
         return x.contiguous(), y.contiguous()
 
+    def target_steps(self) -> Tensor:
+        """The part's steps that some window forecasts, ``[L - t_in, ...]`` (NaN kept)."""
+        return self._y[self.t_in :]
+
     @property
     def num_sensors(self) -> int:
         return int(self._y.shape[1])

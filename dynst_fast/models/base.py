@@ -38,6 +38,13 @@ class GatedBackbone(nn.Module, ABC):
 
     def __init__(self, space: SensorSpace, t_in: int, t_out: int, channels: int) -> None:
         super().__init__()
+        from ..sensors import SensorSpace
+
+        if not isinstance(space, SensorSpace):
+            raise TypeError(
+                f"{type(self).__name__}: space must be a SensorSpace (GraphSensors, "
+                f"PatchSensors), got {type(space).__name__}"
+            )
         for name, v in (("t_in", t_in), ("t_out", t_out), ("channels", channels)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{type(self).__name__}: {name} must be a positive int, got {v!r}")

@@ -33,6 +33,9 @@ class InputMasked(GatedBackbone):
     def __init__(
         self, model: nn.Module, space: SensorSpace, t_in: int, t_out: int, channels: int = 1
     ) -> None:
+        if not isinstance(model, nn.Module):
+            got = type(model).__name__
+            raise TypeError(f"InputMasked: model must be a torch.nn.Module, got {got}")
         super().__init__(space, t_in, t_out, channels)
         self.model = model
 

@@ -34,6 +34,11 @@ def check_same_device(op: str, **tensors: Tensor) -> None:
 def check_index(index: object, n: int, op: str, *, allow_empty: bool = False) -> Tensor:
     """An int64 ``[K]`` tensor of distinct values in ``[0, n)``, ``K >= 1``."""
     index = check_tensor("index", index, op)
+    if index.dtype == torch.bool:
+        raise TypeError(
+            f"{op}: index must be int64 sensor numbers, got a bool mask: pass "
+            "torch.nonzero(mask).flatten()"
+        )
     if index.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"{op}: index must be int64 or int32, got {index.dtype}")
     check_rank("index", index, 1, "[K]", op)

@@ -1,0 +1,170 @@
+"""What a run checks before it trains: that every schedule reaches its target with the
+given epochs and batch size, and that the data can be trained on and scored.
+
+Each check raises one ``ValueError`` that names the flag or the file it is about and,
+where there is one, the fix. ``dynst run`` calls :func:`check_run` after loading the
+data and before the first training step; ``train.fit`` checks its own schedule the same
+way (:func:`check_schedule`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .config import RunConfig, ScheduleConfig, TrainConfig
+from .data import Dataset, WindowSplits
+from .schedule import Schedule
+
+# Beyond this, squared errors overflow float32 (the models and metrics compute in it).
+MAX_ABS_VALUE = 1e18
+MAX_EPOCHS_SEARCHED = 100_000
+
+
+def _build(
+    sched: ScheduleConfig, scheme: str, sparsity: float, n: int, total_steps: int
+) -> Schedule:
+    return Schedule.from_config(sched, n, total_steps, scheme=scheme, sparsity=sparsity)
+
+
+def _fits(s: Schedule, total_steps: int) -> bool:
+    return not s.uses_rounds or s.rounds_end <= total_steps
+
+
+def check_schedule(
+    train: TrainConfig,
+    sched: ScheduleConfig,
+    scheme: str,
+    sparsity: float,
+    num_sensors: int,
+    num_windows: int,
+) -> Schedule:
+    """The step schedule of ``scheme`` over ``train.epochs`` epochs of ``num_windows``
+    training windows; ``ValueError`` if it leaves no sensor or if training ends before
+    its last round (the sparsity would stop short of the target), naming the fixes."""
+    n, b = num_sensors, train.batch_size
+    steps = math.ceil(num_windows / b)
+    total = train.epochs * steps
+    k = num_sensors - int(round(sparsity * num_sensors))
+    if scheme != "dense" and k < 1:
+        most = (num_sensors - 1) / num_sensors
+        raise ValueError(
+            f"--sparsity {sparsity:g} leaves no sensor active out of {n} (K = 0): use "
+            f"--sparsity {math.floor(most * 1000) / 1000:g} or less"
+        )
+    s = _build(sched, scheme, sparsity, n, total)
+    if _fits(s, total):
+        return s
+    done = 0 if total < s.warmup_steps else (total - s.warmup_steps) // s.round_steps
+    reached = 1.0 - s.active_after_round(min(done, s.num_rounds)) / n
+    fixes = []
+    epochs = next(
+        (
+            e
+            for e in range(train.epochs + 1, MAX_EPOCHS_SEARCHED)
+            if _fits(_build(sched, scheme, sparsity, n, e * steps), e * steps)
+        ),
+        None,
+    )
+    if epochs is not None:
+        fixes.append(f"--epochs {epochs}")
+    batch = next(
+        (
+            bb
+            for bb in range(b - 1, 0, -1)
+            if _fits(
+                _build(sched, scheme, sparsity, n, train.epochs * math.ceil(num_windows / bb)),
+                train.epochs * math.ceil(num_windows / bb),
+            )
+        ),
+        None,
+    )
+    if batch is not None:
+        fixes.append(f"--batch-size {batch}")
+    if s.num_rounds > 1:
+        rounds = next(
+            (
+                r
+                for r in range(s.num_rounds - 1, 0, -1)
+                if _fits(_build(_with_rounds(sched, r), scheme, sparsity, n, total), total)
+            ),
+            None,
+        )
+        if rounds is not None:
+            fixes.append(f"--rounds {rounds}")
+    if sched.warmup_frac + sched.prune_frac > 1:
+        fixes.append("--warmup-frac + --prune-frac at most 1")
+    what = (
+        f"it would stop at sparsity {reached:.2f} of the target {sparsity:g}"
+        if s.prunes
+        else f"only {done} of its {s.num_rounds} swap rounds would run"
+    )
+    raise ValueError(
+        f"the {scheme} schedule needs {s.rounds_end} optimizer steps for its "
+        f"{s.num_rounds} round(s) but training has {total} ({train.epochs} epoch(s) x "
+        f"{steps} batch(es) of {b} windows), so {what}: use "
+        + (" or ".join(fixes) if fixes else "more training windows")
+    )
+
+
+def _with_rounds(sched: ScheduleConfig, rounds: int) -> ScheduleConfig:
+    return dataclasses.replace(sched, rounds=rounds)
+
+
+def check_data(ds: Dataset, splits: WindowSplits) -> None:
+    """The data can be trained on and scored: no infinite value, values float32 can
+    square, a field that is not constant, and observed targets in every split."""
+    name = ds.name
+    vals = np.asarray(ds.values)
+    inf = np.isinf(vals)
+    if inf.any():
+        at = tuple(int(i) for i in np.argwhere(inf)[0])
+        raise ValueError(
+            f"{name}: the values hold an infinite value (step {at[0]}, "
+            f"{ds.cell_name(at[1:])}): mark a missing value as NaN"
+        )
+    finite = vals[np.isfinite(vals)]
+    if finite.size == 0:
+        raise ValueError(f"{name}: the values hold no observed (finite) number")
+    big = float(np.abs(finite).max())
+    if big > MAX_ABS_VALUE:
+        raise ValueError(
+            f"{name}: values reach {big:.3g}, beyond what float32 can square "
+            f"({MAX_ABS_VALUE:g}): rescale the data (its units are free)"
+        )
+    if float(finite.min()) == float(finite.max()):
+        raise ValueError(
+            f"{name}: every value is {float(finite.min()):g}: a constant field has nothing "
+            "to forecast"
+        )
+    for split in ("train", "val", "test"):
+        part = getattr(splits, split)
+        y = splits.denormalize(part.target_steps()).numpy()  # original units
+        ok = np.isfinite(y)
+        label = {"val": "validation"}.get(split, split)
+        steps = f"steps {part.start + part.t_in}..{part.start + y.shape[0] + part.t_in - 1}"
+        if not ok.any():
+            raise ValueError(
+                f"{name}: the {label} split ({steps}) has no observed target value, so it "
+                "cannot be scored: give data with observations there"
+            )
+        if split == "test" and float(y[ok].min()) == float(y[ok].max()):
+            raise ValueError(
+                f"{name}: the test split ({steps}) is constant, so its error metrics are undefined"
+            )
+
+
+def check_run(cfg: RunConfig, ds: Dataset, splits: WindowSplits, num_sensors: int) -> None:
+    """Every check of a resolved run, before training: schedules, then data."""
+    for scheme in [cfg.schedule.scheme, *cfg.schedule.also]:
+        check_schedule(
+            cfg.train,
+            cfg.schedule,
+            scheme,
+            float(cfg.schedule.sparsity),
+            num_sensors,
+            len(splits.train),
+        )
+    check_data(ds, splits)
