@@ -17,6 +17,7 @@ import numpy as np
 from .config import RunConfig, ScheduleConfig, TrainConfig
 from .data import Dataset, WindowSplits
 from .schedule import Schedule
+from .sensors import SensorSpace
 
 # Beyond this, squared errors overflow float32 (the models and metrics compute in it).
 MAX_ABS_VALUE = 1e18
@@ -113,9 +114,11 @@ def _with_rounds(sched: ScheduleConfig, rounds: int) -> ScheduleConfig:
     return dataclasses.replace(sched, rounds=rounds)
 
 
-def check_data(ds: Dataset, splits: WindowSplits) -> None:
+def check_data(ds: Dataset, splits: WindowSplits, need_range: bool = False) -> None:
     """The data can be trained on and scored: no infinite value, values float32 can
-    square, a field that is not constant, and observed targets in every split."""
+    square, a field that is not constant, an observed target for every horizon step of
+    every split, and (``need_range``: metrics such as PSNR that scale by the target's
+    range) a test split that is not constant."""
     name = ds.name
     vals = np.asarray(ds.values)
     inf = np.isinf(vals)
@@ -150,14 +153,22 @@ def check_data(ds: Dataset, splits: WindowSplits) -> None:
                 f"{name}: the {label} split ({steps}) has no observed target value, so it "
                 "cannot be scored: give data with observations there"
             )
-        if split == "test" and float(y[ok].min()) == float(y[ok].max()):
+        seen = ok.reshape(ok.shape[0], -1).any(axis=1)  # [L - t_in] steps with an observation
+        for h in range(part.t_out):
+            if not seen[h : h + len(part)].any():
+                raise ValueError(
+                    f"{name}: no window of the {label} split ({steps}) has an observed "
+                    f"target at horizon step {h + 1}, so it cannot be scored there"
+                )
+        if need_range and split == "test" and float(y[ok].min()) == float(y[ok].max()):
             raise ValueError(
                 f"{name}: the test split ({steps}) is constant, so its error metrics are undefined"
             )
 
 
-def check_run(cfg: RunConfig, ds: Dataset, splits: WindowSplits, num_sensors: int) -> None:
+def check_run(cfg: RunConfig, ds: Dataset, splits: WindowSplits, space: SensorSpace) -> None:
     """Every check of a resolved run, before training: schedules, then data."""
+    num_sensors = space.num_sensors
     for scheme in [cfg.schedule.scheme, *cfg.schedule.also]:
         check_schedule(
             cfg.train,
@@ -167,4 +178,4 @@ def check_run(cfg: RunConfig, ds: Dataset, splits: WindowSplits, num_sensors: in
             num_sensors,
             len(splits.train),
         )
-    check_data(ds, splits)
+    check_data(ds, splits, space.metrics_need_range)

@@ -83,8 +83,8 @@ def _values(kind: str) -> np.ndarray:
         v[10, 1] = np.inf
     elif kind == "huge":
         v *= 1e30
-    elif kind == "constant_test":
-        v[180:] = 2.0
+    elif kind == "nan_horizon_1":
+        v[192:198] = np.nan  # no test window has an observed first forecast step
     return v
 
 
@@ -101,7 +101,7 @@ RUN_CASES = [
     ("bad-int", None, ["--epochs", "abc"], ["--epochs", "abc"]),
     ("bad-model", None, ["--model", "nope"], ["nope"]),
     ("constant", "constant", [], ["every value is 3", "constant"]),
-    ("constant-test", "constant_test", [], ["test split", "constant"]),
+    ("nan-horizon", "nan_horizon_1", [], ["test split", "horizon step 1"]),
     ("all-nan-test", "nan_test", [], ["test split", "no observed"]),
     ("all-nan-val", "nan_val", [], ["validation split", "no observed"]),
     ("inf", "inf", [], ["inf (step 10, sensor 's1')"]),
@@ -485,3 +485,51 @@ def test_a_truncated_array_file_is_named(tmp_path, what):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match=path.name):
         load_dataset(d, kind=kind)
+
+
+def test_a_constant_test_split_is_refused_only_where_metrics_need_a_range(tmp_path):
+    from dynst_fast import preflight
+    from dynst_fast.data import load_dataset, make_windows
+
+    v = _values("good")
+    v[180:] = 2.0
+    ds = load_dataset(graph_dir(tmp_path, v))
+    splits = make_windows(ds, 12, 3)
+    preflight.check_data(ds, splits, need_range=False)  # MAE / RMSE are defined
+    with pytest.raises(ValueError, match="test split .* is constant"):
+        preflight.check_data(ds, splits, need_range=True)  # PSNR / SSIM are not
+
+
+def test_out_that_is_a_symlink_or_a_root(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("dynst_fast.run.fit", lambda *a, **k: pytest.fail("training started"))
+    data = graph_dir(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    code, err = cli(capsys, "run", "--data", str(data), *FAST, "--out", str(tmp_path / "link"))
+    assert_one_line_error(code, err, "symbolic link")
+    code, err = cli(capsys, "run", "--data", str(data), *FAST, "--out", "/")
+    assert_one_line_error(code, err, "file system root")
+
+
+def test_two_runs_never_write_one_run_directory(tmp_path):
+    out = tmp_path / "o"
+    stage = artifacts.staging_dir(out)
+    stage.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+         str(stage / ".lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for resume in (False, True):
+            with pytest.raises(ValueError, match="another dynst run is writing"):
+                artifacts.begin_run(out, resume=resume)
+        assert stage.is_dir()  # a fresh run did not delete the other run's state
+    finally:
+        holder.kill()
+        holder.wait()
+    assert artifacts.begin_run(out) == stage  # free again
+    artifacts._unlock(stage)

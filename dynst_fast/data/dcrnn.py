@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def _read_h5(path: Path) -> tuple[np.ndarray, list[str], int | None]:
                 f"{path.name}: a pandas 'table'-format store, whose column names are pickles; "
                 "re-save it in the fixed format: df.to_hdf(path, key='df')"
             )
-        enc = _attr(g, "encoding") or "UTF-8"
+        enc = _encoding(_attr(g, "encoding"))
         try:
             ids = [_text(c, enc) for c in _array(g, "axis0", path)]
             index = _array(g, "axis1", path)
@@ -83,6 +84,11 @@ def _read_h5(path: Path) -> tuple[np.ndarray, list[str], int | None]:
             for b in range(int(g.attrs.get("nblocks", 0))):
                 items = [_text(c, enc) for c in _array(g, f"block{b}_items", path)]
                 block = _array(g, f"block{b}_values", path)
+                if "value_type" in g[f"block{b}_values"].attrs:  # datetime / timedelta
+                    raise ValueError(
+                        f"{path.name}: columns {items[:3]} hold dates or durations; "
+                        "values must be numeric"
+                    )
                 if block.dtype.kind not in "biuf":
                     raise ValueError(
                         f"{path.name}: columns {items[:3]} are not numeric "
@@ -93,6 +99,8 @@ def _read_h5(path: Path) -> tuple[np.ndarray, list[str], int | None]:
                 vals[:, [pos[c] for c in items]] = block
         except KeyError as exc:
             raise ValueError(f"{path.name}: not a pandas HDF5 store ({exc})") from None
+        except UnicodeError as exc:
+            raise ValueError(f"{path.name}: a column name is not {enc} text ({exc})") from None
         kind = _attr(f[frames[0]]["axis1"], "kind") or ""
     return vals, ids, _steps_per_day(index, kind)
 
@@ -113,6 +121,15 @@ def _array(group, name: str, path: Path) -> np.ndarray:
     if node.dtype.kind == "O" or h5py.check_vlen_dtype(node.dtype) is not None:
         raise ValueError(f"{path.name}: {name} holds objects (pickles); values must be numeric")
     return node[()]
+
+
+def _encoding(name: str | None) -> str:
+    """The store's text encoding, UTF-8 if it names none this Python knows (pandas wrote
+    ``encoding=None`` as a pickle, which reads back as ``N.``)."""
+    try:
+        return codecs.lookup(name).name if name else "utf-8"
+    except LookupError:
+        return "utf-8"
 
 
 def _text(v: object, encoding: str) -> str:
