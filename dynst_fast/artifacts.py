@@ -104,37 +104,50 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 # ---------------------------------------------------------------- the staged run directory
+def _absolute(path: str | os.PathLike) -> Path:
+    """``path`` made absolute and normalised (``runs/x/..`` is ``runs``), links kept."""
+    return Path(os.path.abspath(path))
+
+
 def staging_dir(out: str | os.PathLike) -> Path:
     """Where the run directory ``out`` is staged while it trains: ``.<name>.partial``."""
-    out = Path(out)
+    out = _absolute(out)
     return out.parent / f".{out.name}.partial"
 
 
 def final_dir(path: str | os.PathLike) -> Path:
     """The run directory of ``path``: itself, or the run a staging directory stages."""
-    p = Path(path)
+    p = _absolute(path)
     if p.name.startswith(".") and p.name.endswith(".partial") and len(p.name) > 9:
         return p.parent / p.name[1:-8]
     return p
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
-    """Does ``path`` hold a finished ``dynst run`` directory?"""
+    """Does ``path`` hold a ``dynst run`` directory (a finished one, or an unfinished one
+    of the layout before staging, with its ``progress.pt`` inside)?"""
     p = Path(path)
-    return (p / CONFIG).is_file() and ((p / CHECKPOINT).is_file() or (p / METRICS).is_file())
+    return (p / CONFIG).is_file() and any(
+        (p / f).is_file() for f in (CHECKPOINT, METRICS, PROGRESS)
+    )
 
 
 def check_out(out: str | os.PathLike) -> None:
-    """Refuse (one ``ValueError`` naming --out) a run directory that cannot be written: an
-    existing file, a directory that holds something other than a run (replacing it would
-    delete it), or a place this process cannot write to."""
-    out = Path(out)
+    """Refuse (one ``ValueError`` naming --out) a run directory that cannot be written: a
+    file system root, a symbolic link, an existing file, a directory that holds something
+    other than a run (replacing it would delete it), or a place this process cannot
+    write to."""
+    given, out = out, _absolute(out)
+    if out.parent == out:
+        raise ValueError(f"--out {given}: a run directory cannot be a file system root")
+    if out.is_symlink():
+        raise ValueError(f"--out {given} is a symbolic link: name the directory itself")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is an existing file: name a directory")
+        raise ValueError(f"--out {given} is an existing file: name a directory")
     if out.is_dir() and any(out.iterdir()) and not is_run_dir(out):
         raise ValueError(
-            f"--out {out} is a directory that is not a dynst run directory; a run replaces "
-            "its directory as a whole, so name a new or empty one"
+            f"--out {given} is a directory that is not a dynst run directory; a run "
+            "replaces its directory as a whole, so name a new or empty one"
         )
     _check_writable(out, "--out")
 
@@ -142,7 +155,7 @@ def check_out(out: str | os.PathLike) -> None:
 def _check_writable(path: Path, flag: str) -> None:
     """Can ``path`` be created? Probed by creating and removing a directory in its
     nearest existing ancestor (permission bits alone miss read-only mounts and root)."""
-    parent = path.parent
+    parent = _absolute(path).parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     try:
@@ -162,13 +175,45 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out") -> None:
     _check_writable(p, flag)
 
 
-def begin_run(out: str | os.PathLike) -> Path:
-    """Start a fresh staging directory for ``out`` (an older unfinished one is discarded)
-    and return it; ``ValueError`` naming --out if it cannot be written."""
+_LOCKS: dict[Path, Any] = {}  # staging directory -> the open lock file this process holds
+
+
+def _lock(stage: Path, out: str | os.PathLike) -> None:
+    """Hold an exclusive lock on ``stage`` for this process, so that two runs never write
+    one run directory (``ValueError`` if another process holds it)."""
+    import fcntl
+
+    if stage in _LOCKS:
+        return
+    f = open(stage / ".lock", "w")  # noqa: SIM115 - held until publish
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ValueError(f"--out {out}: another dynst run is writing this run directory") from None
+    _LOCKS[stage] = f
+
+
+def _unlock(stage: Path) -> None:
+    f = _LOCKS.pop(stage, None)
+    if f is not None:
+        (stage / ".lock").unlink(missing_ok=True)
+        f.close()
+
+
+def begin_run(out: str | os.PathLike, resume: bool = False) -> Path:
+    """The locked staging directory of ``out``: a fresh one (an older unfinished one is
+    discarded), or with ``resume`` the existing one; ``ValueError`` naming --out if it
+    cannot be written or another run holds it."""
     check_out(out)
     stage = staging_dir(out)
     try:
+        if resume:
+            _lock(stage, out)
+            return stage
         if stage.exists():
+            _lock(stage, out)  # not while another run trains there
+            _unlock(stage)
             if (stage / PROGRESS).exists():
                 print(
                     f"dynst run: note: starting afresh; discarding the unfinished run in "
@@ -177,6 +222,7 @@ def begin_run(out: str | os.PathLike) -> Path:
                 )
             shutil.rmtree(stage)
         stage.mkdir(parents=True)
+        _lock(stage, out)
     except OSError as exc:
         raise ValueError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     return stage
@@ -184,15 +230,23 @@ def begin_run(out: str | os.PathLike) -> Path:
 
 def publish(stage: str | os.PathLike, out: str | os.PathLike) -> None:
     """Rename the finished staging directory onto ``out``, replacing an older run there
-    as a whole (it is renamed aside first and deleted once the new run is in place)."""
-    stage, out = Path(stage), Path(out)
+    as a whole: it is renamed aside first, renamed back if the new run cannot take its
+    place, and deleted once the new run is in place."""
+    stage, out = _absolute(stage), _absolute(out)
+    check_out(out)  # what is there now, not what was there when the run started
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if old.exists():
             shutil.rmtree(old)
         os.replace(out, old)
-    os.replace(stage, out)
+    _unlock(stage)
+    try:
+        os.replace(stage, out)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.replace(old, out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -295,6 +349,11 @@ def load_progress(run_dir: str | os.PathLike) -> tuple[RunConfig, dict[str, Any]
     d = final_dir(run_dir)
     stage = staging_dir(d)
     if not (stage / PROGRESS).exists():
+        if (d / PROGRESS).exists():
+            raise ValueError(
+                f"{d} holds training state in the layout of an older dynst_fast: move "
+                f"{d / PROGRESS} and {d / CONFIG} into {stage} and resume again"
+            )
         if is_run_dir(d):
             raise ValueError(f"{d} holds a finished run: there is nothing to resume")
         if not d.is_dir() and not stage.is_dir():
@@ -343,6 +402,7 @@ class RunRecord:
     main: Trained  # the main sparse scheme
     metrics: dict[str, Any]  # metrics.json
     report: str  # report.md
+    switch_on: np.ndarray | None = None  # [N] estimated MAE decrease of switching on
 
 
 def write_run(out: str | os.PathLike, record: RunRecord) -> None:
@@ -364,6 +424,7 @@ def write_run(out: str | os.PathLike, record: RunRecord) -> None:
             "active_index": torch.nonzero(active).reshape(-1),
             "scheme": record.main.scheme,
             "sparsity": sp.sparsity,
+            **switch_on_fields(record.switch_on, active.numpy(), record.units),
         },
     )
     cfg = record.config
@@ -394,10 +455,30 @@ def write_run(out: str | os.PathLike, record: RunRecord) -> None:
         f"{record.dataset}: {int(active.sum())} of {space.num_sensors} {noun} kept "
         f"({record.main.scheme}, sparsity {sp.sparsity:.2f})"
     )
-    space.picture(out / PICTURE, active.numpy(), theta.numpy(), title)
+    gain = None if record.switch_on is None else np.where(active.numpy(), np.nan, record.switch_on)
+    space.picture(out / PICTURE, active.numpy(), theta.numpy(), title, gain=gain)
     write_atomic(out / REPORT, record.report)
-    (out / PROGRESS).unlink(missing_ok=True)
     publish(out, final)
+    (final / PROGRESS).unlink(missing_ok=True)  # after: until then the run can resume
+
+
+def switch_on_fields(gain: np.ndarray | None, active: np.ndarray, units: str) -> dict[str, Any]:
+    """``mask.json``'s switch-on gains: per sensor (null for the active ones), what they
+    mean, and the switched-off sensors ranked by them."""
+    if gain is None:
+        return {"switch_on_gain": None}
+    off = np.flatnonzero(~active)
+    ranked = off[np.argsort(-gain[off], kind="stable")]
+    return {
+        "switch_on_gain": [None if a else float(g) for a, g in zip(active, gain, strict=True)],
+        "switch_on_gain_units": units,
+        "switch_on_gain_method": (
+            "estimated whole-field MAE decrease of switching the sensor back on: "
+            "mean |dL/dg| over the last mask phase x mean |theta| of the active sensors x "
+            "mean(std) (first order)"
+        ),
+        "switch_on_ranking": ranked.tolist(),
+    }
 
 
 # ---------------------------------------------------------------- loading a run

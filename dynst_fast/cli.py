@@ -16,6 +16,7 @@ COMMANDS = {
     "run": "train dense and DynST models, evaluate, time, write a run directory",
     "export": "export a run's compacted model (ONNX), verified against PyTorch",
     "predict": "run an exported model with onnxruntime (no torch needed)",
+    "rank": "list a run's switched-off sensors by the gain of switching them back on",
 }
 
 
@@ -42,7 +43,19 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
         _export_parser(parsers["export"])
     elif command == "predict":
         _predict_parser(parsers["predict"])
+    elif command == "rank":
+        _rank_parser(parsers["rank"])
     return p
+
+
+def _rank_parser(r: argparse.ArgumentParser) -> None:
+    r.description = (
+        "Print a run's switched-off sensors, best first, by the estimated whole-field MAE "
+        "decrease (original units) of switching each back on: the first-order gain mean "
+        "|dL/dg| over the last mask phase, from mask.json."
+    )
+    r.add_argument("run_dir", help="a `dynst run` directory")
+    r.add_argument("--top", type=int, default=None, help="only the best N")
 
 
 def _run_parser(r: argparse.ArgumentParser) -> None:
@@ -84,6 +97,13 @@ def _predict_parser(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--input", required=True, help=".npy [B, T_in, K, C] or .csv (ids header)")
     pr.add_argument("--out", required=True, help=".npy [B, T_out, N, C] or .csv")
     pr.add_argument("--sidecar", help="the sidecar, if not <model>.json")
+    pr.add_argument(
+        "--on-missing",
+        choices=("drop", "fail"),
+        default="drop",
+        help="an input sensor with NaN in its window: drop = treat it as failed and switch "
+        "it off for that window (a warning names it; the default), fail = an error",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser(command).parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (already printed, one line)
         return exc.code if isinstance(exc.code, int) else 2
-    handler = {"run": _run, "export": _export, "predict": _predict}[args.command]
+    handler = {"run": _run, "export": _export, "predict": _predict, "rank": _rank}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -168,8 +188,24 @@ def _export(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .serve import predict
 
-    info = predict(args.model, args.input, args.out, sidecar=args.sidecar)
+    info = predict(
+        args.model, args.input, args.out, sidecar=args.sidecar, on_missing=args.on_missing
+    )
     print(f"wrote {args.out}: {info['output_shape']} forecast in {info['units'] or 'data units'}")
+    return 0
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from .rank import switch_on_ranking
+
+    rows = switch_on_ranking(args.run_dir, args.top)
+    if not rows:
+        print("every sensor is on: nothing to switch back on")
+        return 0
+    width = max(len("sensor"), *(len(str(r["sensor"])) for r in rows))
+    print(f"{'rank':>4}  {'sensor':<{width}}  est. MAE decrease")
+    for r in rows:
+        print(f"{r['rank']:>4}  {str(r['sensor']):<{width}}  {r['gain']:.4g}")
     return 0
 
 

@@ -112,6 +112,11 @@ class TrainConfig:
     lr: float = setting(2e-3, "peak learning rate")
     weight_decay: float = setting(1e-4, "AdamW weight decay")
     grad_clip: float = setting(5.0, "gradient norm clip")
+    failure_rate: float = setting(
+        0.0,
+        "fine-tune with this share of the active sensors failed at random in every step "
+        "(switched off as at serving time), so that forecasts degrade gracefully",
+    )
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,8 @@ class RunConfig:
         for section, name in ((s, "warmup_frac"), (s, "prune_frac"), (s, "mask_frac")):
             if not 0.0 <= getattr(section, name) <= 1.0:
                 raise ValueError(f"{flag_of(section, name)} must be in [0, 1]")
+        if not 0.0 <= t.failure_rate < 1.0:
+            raise ValueError(f"--failure-rate must be in [0, 1), got {t.failure_rate}")
         if not 0.0 <= s.swap_fraction < 1.0:
             raise ValueError(f"--swap-fraction must be in [0, 1), got {s.swap_fraction}")
         for section, name in ((t, "lr"), (s, "theta_lr")):

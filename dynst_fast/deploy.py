@@ -12,22 +12,26 @@ import torch
 from torch import Tensor, nn
 
 from .artifacts import RunBundle
+from .models.base import takes_alive
 
 
 class _Ungated(nn.Module):
-    """A gated model called with every sensor on: ``forward(x) = model(x, None)``."""
+    """A gated model called with every sensor on, or with ``alive [N]`` as its gate
+    (0 = a failed sensor): ``forward(x, alive) = model(x, alive)``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+    def forward(self, x: Tensor, alive: Tensor | None = None) -> Tensor:
+        return self.model(x, alive)
 
 
 def deployable(bundle: RunBundle, dense: bool = False) -> tuple[nn.Module, Tensor]:
     """The run's compacted model (or, with ``dense``, its dense model taking every
-    sensor) ready to deploy, and its input index ``[K]`` into the N sensors."""
+    sensor) ready to deploy, and its input index ``[K]`` into the N sensors. The module
+    is called ``module(x)`` or ``module(x, alive[K])``; its ``takes_alive`` says whether
+    the second form is available."""
     mean = bundle.checkpoint["mean"].to(torch.float32)
     std = bundle.checkpoint["std"].to(torch.float32)
     n = bundle.theta.numel()
@@ -38,6 +42,7 @@ def deployable(bundle: RunBundle, dense: bool = False) -> tuple[nn.Module, Tenso
         index = bundle.active_index
         inner = bundle.model.compact(index, bundle.theta).eval()
     module = bundle.space.serving_module(inner, index, mean, std, full=dense)
+    module.takes_alive = takes_alive(inner)  # the export gives it an ``alive [K]`` input
     return module.eval(), index
 
 

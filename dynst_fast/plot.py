@@ -50,9 +50,11 @@ def draw_sensors(
     theta: np.ndarray | None = None,
     title: str = "",
     geographic: bool = True,
+    gain: np.ndarray | None = None,
 ) -> None:
-    """Write a PNG: edges in light grey, kept sensors filled (colour = theta), dropped
-    ones hollow, planted sensors (if known) ringed."""
+    """Write a PNG: edges in light grey, kept sensors as circles (colour = theta), dropped
+    ones as squares (hollow, or shaded by their switch-on ``gain``, the paper's Fig. 4),
+    planted sensors (if known) ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,13 +71,15 @@ def draw_sensors(
         from matplotlib.collections import LineCollection
 
         ax.add_collection(LineCollection(segs, colors="#d0d0d0", linewidths=0.5, zorder=1))
-    ax.scatter(
+    dropped = ax.scatter(
         pos[~active, 0],
         pos[~active, 1],
-        s=28,
-        facecolors="white",
-        edgecolors="#888888",
-        linewidths=0.9,
+        s=26,
+        marker="s",
+        c=gain[~active] if gain is not None else "white",
+        cmap="Oranges",
+        edgecolors="#666666",
+        linewidths=0.8,
         zorder=2,
         label=f"dropped ({int((~active).sum())})",
     )
@@ -93,6 +97,8 @@ def draw_sensors(
     )
     if theta is not None:
         fig.colorbar(sc, ax=ax, shrink=0.8, label="theta (kept sensors)")
+    if gain is not None and (~active).any():
+        fig.colorbar(dropped, ax=ax, shrink=0.8, label="switch-on gain, est. MAE decrease")
     if planted is not None and len(planted):
         p = np.asarray(planted)
         ax.scatter(
@@ -128,9 +134,11 @@ def draw_patches(
     longitude: np.ndarray | None = None,
     units: str = "",
     title: str = "",
+    gain: np.ndarray | None = None,
 ) -> None:
     """Write a PNG: the field ``frame [H, W]`` with the patch grid over it; dropped
-    patches greyed out and hatched, kept ones outlined (line width grows with |theta|),
+    patches hatched and greyed out (or shaded by their switch-on ``gain``, darker orange
+    = more to gain), kept ones outlined (line width grows with |theta|),
     planted patches (if known) outlined in red. Axes are cell indices, labelled with
     latitude/longitude when given; padding cells (bottom/right) are drawn blank."""
     import matplotlib
@@ -148,6 +156,9 @@ def draw_patches(
     im = ax.imshow(frame, cmap="coolwarm", origin="upper", interpolation="nearest")
     fig.colorbar(im, ax=ax, shrink=0.8, label=units or "value")
     mag = np.abs(theta) if theta is not None else np.ones(grid.num_patches)
+    if gain is not None:
+        g = np.nan_to_num(np.asarray(gain, dtype=np.float64), nan=0.0)
+        shade = g / max(float(g[~active].max()) if (~active).any() else 0.0, 1e-12)
     top = float(mag[active].max()) if active.any() else 1.0
     for j in range(grid.num_patches):
         r, c = divmod(j, grid.cols)
@@ -156,10 +167,9 @@ def draw_patches(
             lw = 0.8 + 1.6 * float(mag[j]) / max(top, 1e-12)
             ax.add_patch(Rectangle(xy, p, p, fill=False, edgecolor="black", linewidth=lw))
         else:
+            face = "#bbbbbb" if gain is None else plt.get_cmap("Oranges")(0.15 + 0.85 * shade[j])
             ax.add_patch(
-                Rectangle(
-                    xy, p, p, facecolor="#bbbbbb", alpha=0.75, hatch="//", edgecolor="#777777"
-                )
+                Rectangle(xy, p, p, facecolor=face, alpha=0.75, hatch="//", edgecolor="#777777")
             )
     if planted is not None:
         for j in np.asarray(planted):

@@ -88,9 +88,33 @@ def format_table(m: dict[str, Any]) -> str:
     return "\n".join(lines + [""] + extra)
 
 
-def render_report(m: dict[str, Any], history: list[dict[str, Any]], notes: list[str] = ()) -> str:
+def _candidates(candidates: list[tuple[str, float]], units: str) -> list[str]:
+    if not candidates:
+        return []
+    u = f" ({units})" if units else ""
+    lines = [
+        "## Sensors to switch back on",
+        "",
+        "The switched-off sensors whose return would help most, by their first-order "
+        "switch-on gain (mean |dL/dg| over the last mask phase, as an estimated whole-field "
+        "MAE decrease in original units; `dynst rank RUN_DIR` lists them all):",
+        "",
+        f"| rank | sensor | est. MAE decrease{u} |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {i} | {sid} | {g:.4g} |" for i, (sid, g) in enumerate(candidates, 1)]
+    return [*lines, ""]
+
+
+def render_report(
+    m: dict[str, Any],
+    history: list[dict[str, Any]],
+    notes: list[str] = (),
+    candidates: list[tuple[str, float]] = (),
+) -> str:
     """Markdown report of a run (what was trained, results, mask history); ``notes`` are
-    paragraphs about the data's layout (``SensorSpace.notes``)."""
+    paragraphs about the data's layout (``SensorSpace.notes``), ``candidates`` the best
+    switched-off sensors to switch back on, ``(id, estimated MAE decrease)``."""
     rows = _rows(m)
     md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -124,6 +148,7 @@ def render_report(m: dict[str, Any], history: list[dict[str, Any]], notes: list[
         "",
         "![sensors](sensors.png)",
         "",
+        *_candidates(candidates, m.get("units", "")),
         "## Mask history",
         "",
         "| step | round | pruned | swapped | active |",

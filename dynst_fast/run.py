@@ -45,7 +45,16 @@ from .report import format_table, render_report
 from .sensors import SPACES, SensorSpace
 from .sparsifier import Sparsifier
 from .timing import METHOD, side_by_side
-from .train import FitResult, TrainingDiverged, evaluate, first_windows, fit
+from .train import (
+    FitResult,
+    TrainingDiverged,
+    evaluate,
+    first_windows,
+    fit,
+    switch_on_estimate,
+)
+
+RANK_IN_REPORT = 10  # switch-on candidates listed in report.md
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -327,8 +336,8 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     space = sensor_space(ds, cfg)
     cfg = resolve(cfg, ds, space)
     splits = make_windows(ds, t_in=cfg.data.t_in, t_out=cfg.data.horizon)
-    preflight.check_run(cfg, ds, splits, space.num_sensors)
-    stage = artifacts.staging_dir(cfg.out) if resume else artifacts.begin_run(cfg.out)
+    preflight.check_run(cfg, ds, splits, space)
+    stage = artifacts.begin_run(cfg.out, resume=resume)
     artifacts.write_config(stage, cfg)
     stages = Stages(cfg, progress)
     try:
@@ -336,35 +345,55 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
             stages._save(None)  # Ctrl-C from the first step on leaves a run to resume
         dense = train_dense(stages, build(cfg, space, ds.num_channels), splits)
         sparse = {s: train_sparse(stages, dense, splits, s) for s in cfg.schedule.schemes}
+        m = finish(cfg, ds, space, splits, dense, sparse, t_start)
     except KeyboardInterrupt:
         raise RunInterrupted(str(cfg.out)) from None
     except TrainingDiverged:
         shutil.rmtree(stage, ignore_errors=True)  # resuming would diverge the same way
         raise
+    return {**m, "out": str(cfg.out)}
+
+
+def finish(
+    cfg: RunConfig,
+    ds: Dataset,
+    space: SensorSpace,
+    splits: WindowSplits,
+    dense: Trained,
+    sparse: dict[str, Trained],
+    t_start: float,
+) -> dict[str, Any]:
+    """Evaluate, time and write the run directory (published whole); its metrics."""
     compacts = compacted(sparse)
     metrics = evaluate_run(dense, compacts, splits, space)
     timings = time_run(cfg, dense, compacts, splits)
     main = sparse[cfg.schedule.scheme]
     m = metrics_json(cfg, ds, space, splits, dense, sparse, metrics, timings)
     m["seconds"] = time.perf_counter() - t_start
-    report = render_report(m, main.fit.sparsifier.history, space.notes(m) + non_finite(metrics))
-    write(
-        cfg.out,
-        RunRecord(
-            config=cfg,
-            dataset=ds.name,
-            units=ds.units,
-            num_channels=ds.num_channels,
-            space=space,
-            mean=splits.mean,
-            std=splits.std,
-            dense=dense,
-            main=main,
-            metrics=m,
-            report=report,
-        ),
+    gain = switch_on_estimate(main.fit.sparsifier, splits.std)
+    candidates = []
+    if gain is not None:
+        off = np.flatnonzero(~main.fit.sparsifier.active.cpu().numpy())
+        top = off[np.argsort(-gain[off], kind="stable")][:RANK_IN_REPORT]
+        candidates = [(space.ids[i], float(gain[i])) for i in top]
+    notes = space.notes(m) + non_finite(metrics)
+    report = render_report(m, main.fit.sparsifier.history, notes, candidates)
+    record = RunRecord(
+        config=cfg,
+        dataset=ds.name,
+        units=ds.units,
+        num_channels=ds.num_channels,
+        space=space,
+        mean=splits.mean,
+        std=splits.std,
+        dense=dense,
+        main=main,
+        metrics=m,
+        report=report,
+        switch_on=gain,
     )
-    return {**m, "out": str(cfg.out)}
+    write(cfg.out, record)
+    return m
 
 
 def metrics_json(

@@ -25,6 +25,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,10 @@ def _check_types(meta: dict, side: Path) -> None:
             raise bad(name, f"{kind.__name__}, got {type(v).__name__}")
         if kind is int and v < 0 or name in ("t_in", "t_out", "channels") and v < 1:
             raise bad(name, "a positive int")
+    if "alive" in meta:
+        a = meta["alive"]
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
+            raise bad("alive", "an object with the input's name")
     for name in ("input", "output"):
         if not isinstance(meta[name].get("name"), str):
             raise bad(f"{name}.name", "a string")
@@ -148,6 +153,8 @@ def _consistent(meta: dict) -> bool:
     k, n, c = len(meta["sensor_ids"]), meta["num_sensors"], meta["channels"]
     if len(meta["input_index"]) != k:
         return False
+    if "alive" in meta and meta["alive"].get("shape") != [k]:
+        return False
     shape_in, shape_out = meta["input"].get("shape"), meta["output"].get("shape")
     if not isinstance(shape_in, list) or not isinstance(shape_out, list):
         return False
@@ -167,14 +174,21 @@ def _consistent(meta: dict) -> bool:
     ]
 
 
-def read_input(path: str | os.PathLike, meta: dict) -> np.ndarray:
+def sensor_axis(meta: dict) -> int:
+    """The axis of the K input sensors in the model's input (graphs 2, image tiles 1)."""
+    return 1 if meta["kind"] == "image" else 2
+
+
+def read_input(path: str | os.PathLike, meta: dict, allow_missing: bool = False) -> np.ndarray:
     """The input file as the model's input (``[B, T_in, K, C]``, or image tiles
-    ``[B, K, T_in, C, p, p]``) in float32, checked against the sidecar."""
+    ``[B, K, T_in, C, p, p]``) in float32, checked against the sidecar. NaN and inf are
+    refused unless ``allow_missing`` (then :func:`failed_sensors` finds them)."""
     path = Path(path)
     if not path.is_file():
         raise PredictError(f"no input file at {path}")
     if meta["kind"] == "image":
-        return _finite(_read_tiles(path, meta), path, meta, sensor_axis=1)
+        x = _read_tiles(path, meta)
+        return x.astype(np.float32) if allow_missing else _finite(x, path, meta, sensor_axis=1)
     t_in, k, c = meta["t_in"], len(meta["sensor_ids"]), meta["channels"]
     if path.suffix == ".npy":
         x = _load_npy(path)
@@ -193,7 +207,15 @@ def read_input(path: str | os.PathLike, meta: dict) -> np.ndarray:
         x = _read_csv(path, meta)
     else:
         raise PredictError(f"{path}: input must be .npy or .csv")
-    return _finite(x, path, meta, sensor_axis=2)
+    return x.astype(np.float32) if allow_missing else _finite(x, path, meta, sensor_axis=2)
+
+
+def failed_sensors(x: np.ndarray, meta: dict) -> np.ndarray:
+    """``[B, K]`` bool: the input sensors whose window holds a NaN or inf."""
+    axis = sensor_axis(meta)
+    bad = ~np.isfinite(x)
+    other = tuple(a for a in range(1, x.ndim) if a != axis)
+    return bad.any(axis=other)
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -283,16 +305,25 @@ def _read_csv(path: Path, meta: dict) -> np.ndarray:
     return x[None, :, :, None]
 
 
-def run_model(model: str | os.PathLike, x: np.ndarray, meta: dict) -> np.ndarray:
-    """onnxruntime on ``x[B, T_in, K, C]`` -> ``[B, T_out, N, C]``."""
+def run_model(
+    model: str | os.PathLike, x: np.ndarray, meta: dict, alive: np.ndarray | None = None
+) -> np.ndarray:
+    """onnxruntime on ``x[B, T_in, K, C]`` -> ``[B, T_out, N, C]``; ``alive [K]`` (1 =
+    reporting, 0 = failed) for a model exported with that input (all ones if None)."""
     import onnxruntime as ort
 
     try:
         sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own classes for a bad file
         raise PredictError(f"{model} is not a model onnxruntime can load ({_first(exc)})") from None
+    feed = {meta["input"]["name"]: x}
+    if "alive" in meta:
+        k = len(meta["sensor_ids"])
+        feed[meta["alive"]["name"]] = (
+            np.ones(k, np.float32) if alive is None else alive.astype(np.float32)
+        )
     try:
-        return sess.run([meta["output"]["name"]], {meta["input"]["name"]: x})[0]
+        return sess.run([meta["output"]["name"]], feed)[0]
     except Exception as exc:
         raise PredictError(
             f"{model} does not run on this input as its sidecar describes it (was the "
@@ -341,19 +372,76 @@ def _write(path: Path, tmp: Path, y: np.ndarray, meta: dict) -> None:
         raise PredictError(f"{path}: output must be .npy or .csv")
 
 
+ON_MISSING = ("drop", "fail")
+
+
 def predict(
     model: str | os.PathLike,
     input: str | os.PathLike,
     out: str | os.PathLike,
     sidecar: str | os.PathLike | None = None,
+    on_missing: str = "drop",
 ) -> dict[str, Any]:
-    """Check, run and write; returns a short summary."""
+    """Check, run and write; returns a short summary.
+
+    ``on_missing="drop"``: an input sensor whose window holds NaN (or inf) is treated as
+    failed, switched off through the model's ``alive`` input for that window (a warning
+    names it); ``"fail"``: such an input is an error."""
+    if on_missing not in ON_MISSING:
+        raise PredictError(
+            f"--on-missing must be one of {', '.join(ON_MISSING)}, got {on_missing!r}"
+        )
     if Path(out).suffix not in (".npy", ".csv"):
         raise PredictError(f"{out}: output must be .npy or .csv")
     meta = load_sidecar(model, sidecar)
     if Path(out).suffix == ".csv" and meta["kind"] != "graph":
         raise PredictError(f"{out}: image forecasts are written as .npy")
-    x = read_input(input, meta)
-    y = run_model(model, x, meta)
+    if on_missing == "fail" or "alive" not in meta:
+        x = read_input(input, meta)
+        y = run_model(model, x, meta)
+        failed = np.zeros((x.shape[0], 0), bool)
+    else:
+        x = read_input(input, meta, allow_missing=True)
+        failed = failed_sensors(x, meta)
+        y = _run_with_failures(model, x, failed, meta, Path(input))
     write_output(out, y, meta)
-    return {"windows": int(x.shape[0]), "output_shape": list(y.shape), "units": meta["units"]}
+    return {
+        "windows": int(x.shape[0]),
+        "output_shape": list(y.shape),
+        "units": meta["units"],
+        "failed": [[meta["sensor_ids"][k] for k in np.nonzero(row)[0]] for row in failed],
+    }
+
+
+def _run_with_failures(
+    model: str | os.PathLike, x: np.ndarray, failed: np.ndarray, meta: dict, path: Path
+) -> np.ndarray:
+    """Run each group of windows that share a set of failed sensors with those sensors
+    switched off (their input zeroed: it is not used)."""
+    ids = meta["sensor_ids"]
+    if failed.all(axis=1).any():
+        w = int(np.argmax(failed.all(axis=1)))
+        raise PredictError(
+            f"{path}: window {w} has NaN for every input sensor: nothing to forecast from"
+        )
+    if failed.any():
+        names = [ids[k] for k in np.nonzero(failed.any(axis=0))[0]]
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        windows = np.nonzero(failed.any(axis=1))[0].tolist()
+        print(
+            f"dynst predict: warning: {path.name}: sensor(s) {', '.join(map(repr, names[:5]))}"
+            f"{more} have NaN in window(s) {windows[:10]}: treated as failed (switched off)",
+            file=sys.stderr,
+        )
+    x = np.where(np.isfinite(x), x, np.float32(0)).astype(np.float32)
+    patterns, group = np.unique(failed, axis=0, return_inverse=True)
+    y = None
+    for g, pattern in enumerate(patterns):
+        rows = np.nonzero(group.reshape(-1) == g)[0]
+        out = run_model(
+            model, np.ascontiguousarray(x[rows]), meta, alive=(~pattern).astype(np.float32)
+        )
+        if y is None:
+            y = np.empty((x.shape[0], *out.shape[1:]), dtype=out.dtype)
+        y[rows] = out
+    return y

@@ -67,6 +67,10 @@ class Sparsifier:
             self.active[keep] = True
         self.grad_sum = torch.zeros(n, dtype=torch.float64, device=device)
         self.grad_steps = 0
+        # mean |dL/dg| over the latest mask phase: the switch-on gain of inactive sensors
+        self.mask_grad_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        self.mask_grad_steps = 0
+        self.mask_round = 0
         self.step_count = 0
         self.history: list[dict[str, Any]] = []
         self._optimizer = torch.optim.Adam([self.theta], lr=theta_lr)
@@ -145,6 +149,11 @@ class Sparsifier:
         self.grad_sum += grad.abs().to(torch.float64)
         self.grad_steps += 1
         if self.phase == "mask":
+            if self.round != self.mask_round:  # a new mask phase: forget the last one
+                self.mask_grad_sum.zero_()
+                self.mask_grad_steps, self.mask_round = 0, self.round
+            self.mask_grad_sum += grad.abs().to(torch.float64)
+            self.mask_grad_steps += 1
             with torch.no_grad():
                 self.theta.grad = grad * self.active + self.l1 * torch.sign(self.theta)
             self._optimizer.step()
@@ -169,6 +178,15 @@ class Sparsifier:
             record["dropped"], record["regrown"] = drop.tolist(), grow.tolist()
         record["active"] = self.num_active
         self.history.append(record)
+
+    def switch_on_gain(self) -> Tensor | None:
+        """Mean ``|dL/dg|`` per sensor over the latest mask phase, ``[N]`` float64: for a
+        switched-off sensor, the first-order gain in the loss per unit of gate of
+        switching it back on (the paper's drop/regrow signal). None before any mask
+        phase (and for schemes without one)."""
+        if self.mask_grad_steps == 0:
+            return None
+        return self.mask_grad_sum / self.mask_grad_steps
 
     def mean_gate_grad(self) -> Tensor:
         """Mean ``|dL/dg|`` per sensor since the last swap, ``[N]`` float64."""
@@ -202,6 +220,9 @@ class Sparsifier:
                 "active": self.active.clone(),
                 "grad_sum": self.grad_sum.clone(),
                 "grad_steps": self.grad_steps,
+                "mask_grad_sum": self.mask_grad_sum,
+                "mask_grad_steps": self.mask_grad_steps,
+                "mask_round": self.mask_round,
                 "step_count": self.step_count,
                 "history": list(self.history),
                 "optimizer": self._optimizer.state_dict(),
@@ -221,6 +242,10 @@ class Sparsifier:
         state = copy.deepcopy(state)  # the optimizer keeps references to what it loads
         self.grad_sum = state["grad_sum"].to(self.grad_sum.device).clone()
         self.grad_steps = int(state["grad_steps"])
+        if "mask_grad_sum" in state:  # absent in states written before switch-on gains
+            self.mask_grad_sum = state["mask_grad_sum"].to(self.grad_sum.device).clone()
+            self.mask_grad_steps = int(state["mask_grad_steps"])
+            self.mask_round = int(state["mask_round"])
         self.step_count = int(state["step_count"])
         self.history = list(state["history"])
         self._optimizer.load_state_dict(state["optimizer"])

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
@@ -26,6 +27,7 @@ from .config import ScheduleConfig, TrainConfig
 from .data import WindowDataset, WindowSplits
 from .metrics import evaluate as evaluate_metrics
 from .models import GatedBackbone
+from .models.base import takes_alive
 from .preflight import check_schedule
 from .schedule import Schedule
 from .sensors import SensorSpace
@@ -114,6 +116,34 @@ def masked_weighted_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
     return diff[ok].mean()
 
 
+def random_failures(k: int, rate: float, generator: torch.Generator) -> Tensor | None:
+    """``alive [K]`` with each of K sensors failed (0) with probability ``rate``, at least
+    one left reporting; None when ``rate`` is 0 (nothing drawn)."""
+    if rate <= 0:
+        return None
+    alive = (torch.rand(k, generator=generator) >= rate).to(torch.float32)
+    if not bool(alive.any()):
+        alive[int(torch.randint(k, (1,), generator=generator))] = 1.0
+    return alive
+
+
+def switch_on_estimate(sp: Sparsifier, std: np.ndarray) -> np.ndarray | None:
+    """The estimated whole-field MAE decrease, in original units, of switching each
+    sensor back on, ``[N]`` float64 (None without a mask phase).
+
+    First order: a sensor switched on enters at gate ``theta_bar`` (the mean ``|theta|``
+    of the active ones, as a regrown sensor does), so the loss falls by about
+    ``theta_bar * |dL/dg|`` (its mean over the latest mask phase). The loss is the
+    weighted L1 of :func:`masked_weighted_l1` with weights ``std / mean(std)``, i.e. the
+    MAE in original units divided by ``mean(std)``: hence the factor ``mean(std)``.
+    """
+    gain = sp.switch_on_gain()
+    if gain is None:
+        return None
+    theta_bar = float(sp.theta.detach()[sp.active].abs().mean())
+    return (gain * theta_bar * float(np.mean(std))).cpu().numpy()
+
+
 def cosine_lr(total_steps: int) -> Callable[[int], float]:
     """The learning-rate factor at step s: cosine from 1 down to 0.1 over the training."""
     return lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(total_steps, 1)))
@@ -192,6 +222,7 @@ def fit(
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    failures = torch.Generator().manual_seed(seed + 1)  # which sensors fail (failure_rate)
     loader = train_loader(splits.train, train.batch_size, gen)
     n = model.num_sensors
     steps_per_epoch = len(loader)
@@ -210,6 +241,8 @@ def fit(
         lr.load_state_dict(resume["lr_scheduler"])
         sp.load_state_dict(resume["sparsifier"])
         gen.set_state(resume["batch_rng"])
+        if "failure_rng" in resume:
+            failures.set_state(resume["failure_rng"])
         torch.set_rng_state(resume["torch_rng"])
         best_state = resume["best_state"]
         result.best_val_mae, result.best_epoch = resume["best_val_mae"], resume["best_epoch"]
@@ -226,7 +259,13 @@ def fit(
                 key = tuple(sp.active_index().tolist())
                 if compact_for != key:
                     compact, compact_for = model.compact(sp.active_index(), sp.theta.detach()), key
-                pred = compact(compact.gather_input(xb))
+                    if train.failure_rate > 0 and not takes_alive(compact):
+                        raise ValueError(
+                            f"--failure-rate: {type(compact).__name__}.forward takes no alive"
+                        )
+                alive = random_failures(compact.num_active, train.failure_rate, failures)
+                xa = compact.gather_input(xb)
+                pred = compact(xa) if alive is None else compact(xa, alive)
             else:
                 pred = model(xb, sp.gate())
             loss = masked_weighted_l1(pred, yb, weight)
@@ -279,6 +318,7 @@ def fit(
                     "lr_scheduler": lr.state_dict(),
                     "sparsifier": sp.state_dict(),
                     "batch_rng": gen.get_state(),
+                    "failure_rng": failures.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "best_state": best_state,
                     "best_val_mae": result.best_val_mae,

@@ -77,16 +77,20 @@ class ExportMessagePassing(nn.Module):
         return gated_spmm_export(self.graph, x, gate)
 
 
-def standard_forms(module: nn.Module, example: Tensor) -> torch.fx.GraphModule:
-    """``module`` traced on ``example`` (batch dynamic, from 2 up) with every
-    ``dynst_fast`` op replaced by its export form; the result runs the same computation
-    with standard PyTorch operators only."""
+def standard_forms(module: nn.Module, example: Tensor, *more: Tensor) -> torch.fx.GraphModule:
+    """``module`` traced on ``example`` (batch dynamic, from 2 up) and any further inputs
+    ``more`` (static shapes, such as ``alive [K]``), with every ``dynst_fast`` op replaced
+    by its export form; the result runs the same computation with standard PyTorch
+    operators only."""
     batch = torch.export.Dim("batch", min=2)  # torch.export specialises sizes 0 and 1
     if example.shape[0] < 2:
         example = example.expand(2, *example.shape[1:]).contiguous()
     with torch.no_grad():
         program = torch.export.export(
-            module, (example,), dynamic_shapes=({0: batch},), strict=False
+            module,
+            (example, *more),
+            dynamic_shapes=({0: batch}, *(None for _ in more)),
+            strict=False,
         )
     gm = program.module()
     count = 0

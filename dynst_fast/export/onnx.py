@@ -26,7 +26,7 @@ from .forms import standard_forms
 SUFFIX = ".onnx"
 OPSET = 18
 TOLERANCE = 1e-4
-INPUT_NAME, OUTPUT_NAME = "x", "y"
+INPUT_NAME, ALIVE_NAME, OUTPUT_NAME = "x", "alive", "y"
 
 
 class ExportError(RuntimeError, ValueError):
@@ -34,26 +34,50 @@ class ExportError(RuntimeError, ValueError):
     too, so that the CLI reports it as one line like any other bad input."""
 
 
-def to_onnx(module: nn.Module, example: Tensor, path: Path, opset: int = OPSET) -> None:
+def to_onnx(
+    module: nn.Module, example: Tensor, path: Path, opset: int = OPSET, alive: bool = False
+) -> None:
     """``module``'s export form traced on ``example`` and written by ``torch.onnx.export``
-    (dynamo), batch dynamic."""
-    gm = standard_forms(module, example)
-    batch = torch.export.Dim("batch", min=2)
+    (dynamo), batch dynamic; with ``alive``, a second input ``alive [K]`` (float32, 1 =
+    reporting, 0 = failed) that ``module(x, alive)`` takes."""
     if example.shape[0] < 2:
         example = example.expand(2, *example.shape[1:]).contiguous()
+    more = (torch.ones(example.shape[_sensor_axis(module)]),) if alive else ()
+    gm = standard_forms(module, example, *more)
+    batch = torch.export.Dim("batch", min=2)
     with torch.no_grad():
         torch.onnx.export(
             gm,
-            (example,),
+            (example, *more),
             str(path),
             dynamo=True,
-            dynamic_shapes=({0: batch},),
-            input_names=[INPUT_NAME],
+            dynamic_shapes=({0: batch}, *(None for _ in more)),
+            input_names=[INPUT_NAME, *([ALIVE_NAME] if alive else [])],
             output_names=[OUTPUT_NAME],
             opset_version=opset,
             external_data=False,
             verbose=False,
         )
+    if alive:
+        _default_all_alive(path, int(more[0].numel()))
+
+
+def _default_all_alive(path: Path, k: int) -> None:
+    """Give the ``alive`` input a default of all ones (an initializer of the same name,
+    which onnxruntime lets a feed override), so a caller that feeds only ``x`` gets every
+    sensor reporting."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(k, np.float32), ALIVE_NAME))
+    onnx.save(model, str(path))
+
+
+def _sensor_axis(module: nn.Module) -> int:
+    """The axis of the K input sensors in the deployable model's input: 2 for graphs
+    ``[B, T, K, C]``, 1 for image tiles ``[B, K, T, C, p, p]``."""
+    return 1 if hasattr(module, "grid") else 2
 
 
 def non_default_domains(path: Path) -> list[str]:
@@ -69,18 +93,31 @@ def non_default_domains(path: Path) -> list[str]:
     return sorted(bad)
 
 
-def verify(module: nn.Module, path: Path, inputs: Tensor, batch: int = 16) -> dict[str, float]:
-    """Run PyTorch and onnxruntime on ``inputs`` (in batches); raise ``ExportError`` if
-    ``max |onnx - torch| / max |torch|`` exceeds the tolerance."""
+def verify(
+    module: nn.Module, path: Path, inputs: Tensor, batch: int = 16, alive: bool = False
+) -> dict[str, float]:
+    """Run PyTorch and onnxruntime on ``inputs`` (in batches; with ``alive``, each batch
+    also with ``alive`` fed as all ones and with a seeded quarter of the sensors failed);
+    raise ``ExportError`` if ``max |onnx - torch| / max |torch|`` exceeds the tolerance."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     err, scale = 0.0, 0.0
-    for start in range(0, inputs.shape[0], batch):
+    k = inputs.shape[_sensor_axis(module)]
+    gen = torch.Generator().manual_seed(0)
+    starts = range(0, inputs.shape[0], batch)
+    cases = [(s, None) for s in starts]  # alive not fed: every sensor reporting
+    if alive:
+        cases += [(s, torch.ones(k)) for s in starts]
+        cases += [(s, (torch.rand(k, generator=gen) >= 0.25).float()) for s in starts]
+    for start, a in cases:
         xb = inputs[start : start + batch]
+        feed = {INPUT_NAME: xb.numpy()}
         with torch.no_grad():
-            want = module(xb).numpy()
-        got = sess.run([OUTPUT_NAME], {INPUT_NAME: xb.numpy()})[0]
+            want = (module(xb) if a is None else module(xb, a)).numpy()
+        if a is not None:
+            feed[ALIVE_NAME] = a.numpy()
+        got = sess.run([OUTPUT_NAME], feed)[0]
         if got.shape != want.shape:
             raise ExportError(f"onnxruntime gave shape {got.shape}, PyTorch {want.shape}")
         if not np.isfinite(got).all():
@@ -105,15 +142,19 @@ def export(
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=SUFFIX)
     os.close(fd)
     tmp, tmp_json = Path(tmp_name), Path(f"{tmp_name}.json")
+    alive = bool(getattr(module, "takes_alive", False))
     try:
-        to_onnx(module, inputs[:2], tmp, opset)
+        to_onnx(module, inputs[:2], tmp, opset, alive=alive)
         bad = non_default_domains(tmp)
         if bad:
             raise ExportError(f"the exported graph uses non-standard operators: {bad}")
-        check = verify(module, tmp, inputs)
+        check = verify(module, tmp, inputs, alive=alive)
         meta = dict(sidecar)
         meta["input"] = {"name": INPUT_NAME, **sidecar["input"]}
         meta["output"] = {"name": OUTPUT_NAME, **sidecar["output"]}
+        if alive:
+            k = inputs.shape[_sensor_axis(module)]
+            meta["alive"] = {"name": ALIVE_NAME, "shape": [k], "dtype": "float32"}
         meta.update(
             opset=opset,
             verification={**check, "tolerance": TOLERANCE, "metric": "max|onnx-torch|/max|torch|"},

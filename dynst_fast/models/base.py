@@ -15,6 +15,7 @@ at a cost that scales with K wherever the architecture allows (``gives_speedup``
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -38,8 +39,6 @@ class GatedBackbone(nn.Module, ABC):
 
     def __init__(self, space: SensorSpace, t_in: int, t_out: int, channels: int) -> None:
         super().__init__()
-        from ..sensors import SensorSpace
-
         if not isinstance(space, SensorSpace):
             raise TypeError(
                 f"{type(self).__name__}: space must be a SensorSpace (GraphSensors, "
@@ -116,6 +115,23 @@ class CompactBackbone(nn.Module, ABC):
         self.parent.check_input(x, type(self).__name__)
         return self.parent.space.gather(x, self.index)
 
+    def gates(self, alive: Tensor | None, like: Tensor) -> Tensor:
+        """The active gates of one call, ``[K]`` in ``like``'s dtype: ``gate * alive``.
+
+        ``alive[K]`` (1 = reporting, 0 = failed; None: all) switches failed sensors off
+        exactly as the gated form does a gate of 0, so the call equals the gated model
+        with the gates of ``A`` minus the failed sensors."""
+        gate = self.gate.to(like.dtype)
+        if alive is None:
+            return gate
+        if not isinstance(alive, Tensor) or alive.shape != (self.num_active,):
+            shape = tuple(alive.shape) if isinstance(alive, Tensor) else type(alive).__name__
+            raise ValueError(
+                f"{type(self).__name__}: alive must have shape [{self.num_active}] (one flag "
+                f"per active sensor), got {shape}"
+            )
+        return gate * alive.to(device=gate.device, dtype=gate.dtype)
+
     def check_active_input(self, x_active: Tensor, t: int | None = None) -> None:
         """Raise a clear ``ValueError`` unless ``x_active`` is this model's active input."""
         p = self.parent
@@ -124,11 +140,18 @@ class CompactBackbone(nn.Module, ABC):
         )
 
     @abstractmethod
-    def forward(self, x_active: Tensor) -> Tensor:
-        """The whole-field forecast from the active sensors' input alone."""
+    def forward(self, x_active: Tensor, alive: Tensor | None = None) -> Tensor:
+        """The whole-field forecast from the active sensors' input alone; ``alive[K]``
+        marks the sensors reporting in this call (:meth:`gates`)."""
 
 
 def _device_of(module: nn.Module) -> torch.device:
     for t in (*module.parameters(), *module.buffers()):
         return t.device
     return torch.device("cpu")
+
+
+def takes_alive(model: nn.Module) -> bool:
+    """Does ``model.forward`` take a per-call ``alive`` (every built-in compacted model
+    does; a user's own may not)?"""
+    return "alive" in inspect.signature(model.forward).parameters

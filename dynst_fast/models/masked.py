@@ -58,12 +58,12 @@ class CompactInputMasked(CompactBackbone):
 
     gives_speedup = False
 
-    def forward(self, x_active: Tensor) -> Tensor:
+    def forward(self, x_active: Tensor, alive: Tensor | None = None) -> Tensor:
         p = self.parent
         p.space.check_active_input(x_active, self.num_active, type(self).__name__, None,
                                    p.channels)  # fmt: skip
         stream, t = p.space.active_stream(x_active, p.channels)
-        scaled = stream * self.gate.to(stream.dtype)[None, :, None]
+        scaled = stream * self.gates(alive, stream)[None, :, None]
         full = ops.expand(scaled, self.index, p.num_sensors)
         return p.model(p.space.from_stream(full, t, p.channels))
 

@@ -101,15 +101,15 @@ class GatedSTGCN(GatedBackbone):
     def encode(self, x: Tensor, embed: Tensor, layers, gate: Tensor | None) -> Tensor:
         """Node streams: ``x[B, T, M, C]`` -> read-out messages ``[B, M, R]`` (ungated).
 
-        ``layers`` are this model's blocks (with ``gate``) or their compacted counterparts
-        (``gate`` None: they hold the active gates)."""
+        ``layers`` are this model's blocks (with ``gate [N]``) or their compacted
+        counterparts (with ``gate [K]``, or None: the active gates they hold)."""
         b, t, m, c = x.shape
         h = x.permute(0, 2, 1, 3)
         h = torch.cat([h, embed[None, :, None, :].expand(b, m, t, embed.shape[1])], dim=-1)
         h = self.inp(h)
         for layer in layers:
             graph_layer = not isinstance(layer, TemporalGLU)
-            h = layer(h, gate) if graph_layer and gate is not None else layer(h)
+            h = layer(h, gate) if graph_layer else layer(h)
         return self.to_readout(h.reshape(b, m, -1))
 
     def skip_of(self, x: Tensor) -> Tensor:
@@ -162,11 +162,12 @@ class CompactSTGCN(CompactBackbone):
         )
         self.readout = parent.readout.compact(active)
 
-    def forward(self, x_active: Tensor) -> Tensor:
+    def forward(self, x_active: Tensor, alive: Tensor | None = None) -> Tensor:
         p = self.parent
         self.check_active_input(x_active)
-        r = p.encode(x_active, p.node_embed[self.index], self.layers, None)
-        return p.head_out(self.readout(r, p.skip_of(x_active)))
+        gate = None if alive is None else self.gates(alive, x_active)
+        r = p.encode(x_active, p.node_embed[self.index], self.layers, gate)
+        return p.head_out(self.readout(r, p.skip_of(x_active), gate=gate))
 
 
 @register_backbone(

@@ -131,13 +131,13 @@ class CompactViT(CompactBackbone):
         super().__init__(parent, active_index, theta)
         self.decoder = parent.decoder.compact(self.index, self.gate)
 
-    def forward(self, patches: Tensor) -> Tensor:
+    def forward(self, patches: Tensor, alive: Tensor | None = None) -> Tensor:
         p = self.parent
         self.check_active_input(patches)
-        gate = self.gate.to(patches.dtype)
+        gate = self.gates(alive, patches)
         enc = p.encode(patches, p.pos[self.index], gate)
         skip = ops.expand(gate[None, :, None] * p.skip(patches), self.index, p.num_sensors)
-        out = self.decoder(enc) + skip
+        out = self.decoder(enc, gate) + skip
         return p.space.from_stream(out, p.t_out, p.channels)
 
 

@@ -56,6 +56,8 @@ class CompactGraphConv(nn.Module):
         self.conv, self.active = conv, active
         self.register_buffer("gate", active.gate)
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(self, h: Tensor, gate: Tensor | None = None) -> Tensor:
+        """``gate [K]``: this call's active gates (default: the compacted ones)."""
         subgraph, _ = self.active.on(h.device)
-        return self.conv.propagate(h, subgraph, self.gate.to(h.dtype))
+        gate = self.gate.to(h.dtype) if gate is None else gate
+        return self.conv.propagate(h, subgraph, gate)

@@ -74,8 +74,9 @@ class CompactMaskTokenDecoder(nn.Module):
         self.register_buffer("index", index)
         self.register_buffer("gate", gate)
 
-    def forward(self, enc_active: Tensor) -> Tensor:
+    def forward(self, enc_active: Tensor, gate: Tensor | None = None) -> Tensor:
+        """``gate [K]``: this call's active gates (default: the compacted ones)."""
         d = self.decoder
-        g = self.gate.to(enc_active.dtype)[None, :, None]
+        g = (self.gate.to(enc_active.dtype) if gate is None else gate)[None, :, None]
         scattered = ops.expand(g * (enc_active - d.mask_token), self.index, d.num_positions)
         return d.decode(d.mask_token + scattered)

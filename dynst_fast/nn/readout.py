@@ -64,12 +64,20 @@ class CompactGraphReadout(nn.Module):
         flags[active.index] = 1.0
         self.register_buffer("active", flags[None, :, None])
 
-    def forward(self, r: Tensor, *own: Tensor) -> ReadoutTerms:
-        """``r [B, K, R]`` and further per-sensor ``own [B, K, *]`` of the active sensors."""
+    def forward(self, r: Tensor, *own: Tensor, gate: Tensor | None = None) -> ReadoutTerms:
+        """``r [B, K, R]`` and further per-sensor ``own [B, K, *]`` of the active sensors;
+        ``gate [K]`` this call's active gates (default: the compacted ones, whose degrees
+        and flags are computed once; others' are computed here)."""
         _, readout = self.active_graph.on(r.device)
-        gate = self.gate.to(r.dtype)
-        g, n = gate[None, :, None], self.active_graph.num_sensors
+        n = self.active_graph.num_sensors
+        degree, active = self.degree, self.active
+        if gate is None:
+            gate = self.gate.to(r.dtype)
+        else:
+            degree = ops.gated_spmm(readout, r.new_ones(1, gate.numel(), 1), gate)
+            active = ops.expand((gate != 0).to(r.dtype)[None, :, None], self.index, n)
+        g = gate[None, :, None]
         self_term = ops.expand(g * r, self.index, n)
         own_terms = tuple(ops.expand(g * x, self.index, n) for x in own)
         neighbours = ops.gated_spmm(readout, r, gate)
-        return ReadoutTerms(self_term, neighbours, self.degree, self.active, own_terms)
+        return ReadoutTerms(self_term, neighbours, degree, active, own_terms)

@@ -28,6 +28,7 @@ class SensorSpace(ABC):
     kind: ClassVar[str]  # the kind of data: "graph" or "grid"
     data_description: ClassVar[str]  # how error messages name that kind of data
     noun: ClassVar[str]  # what a sensor is called in reports: "sensors", "patches"
+    metrics_need_range: ClassVar[bool] = False  # metrics scaled by the target's range
 
     def __init__(self, ids: list[str], planted: np.ndarray | None = None) -> None:
         self.ids = list(ids)
@@ -124,8 +125,10 @@ class SensorSpace(ABC):
         active: np.ndarray,
         theta: np.ndarray,
         title: str,
+        gain: np.ndarray | None = None,
     ) -> None:
-        """Write ``sensors.png``: the map of kept and dropped sensors."""
+        """Write ``sensors.png``: the map of kept sensors (shaded by theta) and dropped
+        ones (shaded by ``gain [N]``, their switch-on gain, when given)."""
 
     # ---------------------------------------------------------------- serving
     @abstractmethod

@@ -106,7 +106,7 @@ class GraphSensors(SensorSpace):
                 "does not match"
             )
 
-    def picture(self, path: str | os.PathLike, active, theta, title: str) -> None:
+    def picture(self, path: str | os.PathLike, active, theta, title: str, gain=None) -> None:
         from ..plot import draw_sensors
 
         draw_sensors(
@@ -118,6 +118,7 @@ class GraphSensors(SensorSpace):
             theta=theta,
             geographic=self.geographic,
             title=title,
+            gain=gain,
         )
 
     # ---------------------------------------------------------------- serving
@@ -140,7 +141,7 @@ class GraphSensors(SensorSpace):
 class GraphServing(nn.Module):
     """Original units in, original units out, around a compacted (or dense) graph model.
 
-    ``forward(x[B, T_in, K, C]) -> [B, T_out, N, C]``: ``x`` is normalised with the
+    ``forward(x[B, T_in, K, C], alive[K] | None) -> [B, T_out, N, C]``: ``x`` is normalised with the
     statistics of its K sensors, run through ``model``, and the whole-field forecast
     de-normalised with those of all N sensors.
     """
@@ -155,8 +156,10 @@ class GraphServing(nn.Module):
         self.register_buffer("out_mean", mean.to(torch.float32))
         self.register_buffer("out_std", std.to(torch.float32))
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.model((x - self.in_mean) / self.in_std)
+    def forward(self, x: Tensor, alive: Tensor | None = None) -> Tensor:
+        """``alive [K]``: 1 for a reporting sensor, 0 for a failed one (if the model takes it)."""
+        z = (x - self.in_mean) / self.in_std
+        y = self.model(z) if alive is None else self.model(z, alive)
         return y * self.out_std + self.out_mean
 
 

@@ -37,6 +37,7 @@ class PatchSensors(SensorSpace):
     kind: ClassVar[str] = "grid"
     data_description: ClassVar[str] = "grid (.npy [T, H, W])"
     noun: ClassVar[str] = "patches"
+    metrics_need_range: ClassVar[bool] = True  # SSIM and PSNR scale by the data range
 
     def __init__(
         self,
@@ -151,7 +152,7 @@ class PatchSensors(SensorSpace):
             f"PSNR use the data range of the test targets ({data_range:.3f})."
         ]
 
-    def picture(self, path: str | os.PathLike, active, theta, title: str) -> None:
+    def picture(self, path: str | os.PathLike, active, theta, title: str, gain=None) -> None:
         from ..plot import draw_patches
 
         frame = self.frame if self.frame is not None else np.zeros((self.grid.height,
@@ -167,6 +168,7 @@ class PatchSensors(SensorSpace):
             longitude=self.longitude,
             units=self.units,
             title=title,
+            gain=gain,
         )
 
     # ---------------------------------------------------------------- serving
@@ -233,10 +235,12 @@ class PatchServing(nn.Module):
         self.register_buffer("out_mean", mean)  # [C, H, W]
         self.register_buffer("out_std", std)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, alive: Tensor | None = None) -> Tensor:
+        """``alive [K]``: 1 for a reporting patch, 0 for a failed one (if the model takes it)."""
         z = (x - self.in_mean) / self.in_std * self.in_valid
         b, k, t, c, p, _ = z.shape
         patches = z.reshape(b, k, t * c * p * p)
         if self.frames_input:
             patches = stream_to_image(patches, self.grid, t, c)
-        return self.model(patches) * self.out_std + self.out_mean
+        y = self.model(patches) if alive is None else self.model(patches, alive)
+        return y * self.out_std + self.out_mean
