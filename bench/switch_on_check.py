@@ -87,6 +87,7 @@ def main() -> None:
     trained = run.train_sparse(run.Stages(prep.cfg, checkpoint=False), dense, prep.splits, "dynst")
     sp, model = trained.fit.sparsifier, trained.model.eval()
     gain = switch_on_estimate(sp, prep.splits.std)
+    signed = switch_on_estimate(sp, prep.splits.std, signed=True)
     active = sp.active.clone()
     theta = sp.theta.detach().clone()
     theta_bar = float(theta[active].abs().mean())
@@ -111,18 +112,23 @@ def main() -> None:
                 "sensor": prep.space.ids[j],
                 "index": j,
                 "predicted": float(gain[j]),
+                "predicted_signed": float(signed[j]),
                 "measured_at_once": base_now - now,
                 "measured_after_finetune": base_ft - ft,
             }
         )
         print(
-            f"{prep.space.ids[j]}: predicted {gain[j]:.4f}, measured at once "
+            f"{prep.space.ids[j]}: predicted {gain[j]:.4f} (signed {signed[j]:+.4f}), "
+            "measured at once "
             f"{base_now - now:+.4f}, after fine-tune {base_ft - ft:+.4f}",
             flush=True,
         )
     pred = [r["predicted"] for r in rows]
+    pred_signed = [r["predicted_signed"] for r in rows]
     rho_now = spearman(pred, [r["measured_at_once"] for r in rows])
     rho_ft = spearman(pred, [r["measured_after_finetune"] for r in rows])
+    rho_signed_now = spearman(pred_signed, [r["measured_at_once"] for r in rows])
+    rho_signed_ft = spearman(pred_signed, [r["measured_after_finetune"] for r in rows])
     seconds = time.perf_counter() - started
     units = f" ({prep.ds.units})" if prep.ds.units else ""
     lines = [
@@ -136,18 +142,20 @@ def main() -> None:
         "the same fine-tune without it. Positive = better. Validation MAE without any: "
         f"{base_now:.4f} at once, {base_ft:.4f} after the fine-tune.",
         "",
-        "| rank | sensor | predicted | measured at once | measured after fine-tune |",
-        "|---|---|---|---|---|",
+        "| rank | sensor | predicted (mean abs, mask.json) | predicted (mean signed) | "
+        "measured at once | measured after fine-tune |",
+        "|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(rows, 1):
         lines.append(
-            f"| {i} | {r['sensor']} | {r['predicted']:.4f} | {r['measured_at_once']:+.4f} | "
-            f"{r['measured_after_finetune']:+.4f} |"
+            f"| {i} | {r['sensor']} | {r['predicted']:.4f} | {r['predicted_signed']:+.4f} | "
+            f"{r['measured_at_once']:+.4f} | {r['measured_after_finetune']:+.4f} |"
         )
     lines += [
         "",
         f"Spearman correlation of predicted and measured gains: **{rho_now:.2f}** at once, "
-        f"**{rho_ft:.2f}** after the fine-tune.",
+        f"**{rho_ft:.2f}** after the fine-tune (mean |dL/dg|, the mask.json figure); "
+        f"{rho_signed_now:.2f} and {rho_signed_ft:.2f} from the mean signed -dL/dg.",
         "",
         f"Reproduce: `python bench/switch_on_check.py --data {args.data} --horizon "
         f"{args.horizon} --sparsity {args.sparsity:g} --candidates {args.candidates} "
@@ -162,6 +170,8 @@ def main() -> None:
     write_json(
         out.with_suffix(".json"),
         {"rows": rows, "spearman_at_once": rho_now, "spearman_after_finetune": rho_ft,
+         "spearman_signed_at_once": rho_signed_now,
+         "spearman_signed_after_finetune": rho_signed_ft,
          "base_val_mae": base_now, "base_val_mae_finetuned": base_ft, "args": vars(args),
          "seconds": seconds},
     )  # fmt: skip

@@ -17,6 +17,7 @@ COMMANDS = {
     "export": "export a run's compacted model (ONNX), verified against PyTorch",
     "predict": "run an exported model with onnxruntime (no torch needed)",
     "rank": "list a run's switched-off sensors by the gain of switching them back on",
+    "bench": "time a run's dense and compacted models in PyTorch and onnxruntime",
 }
 
 
@@ -45,7 +46,28 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
         _predict_parser(parsers["predict"])
     elif command == "rank":
         _rank_parser(parsers["rank"])
+    elif command == "bench":
+        _bench_parser(parsers["bench"])
     return p
+
+
+def _bench_parser(b: argparse.ArgumentParser) -> None:
+    b.description = (
+        "Measure the latency and throughput of a run's dense and compacted models, in "
+        "PyTorch and in onnxruntime (verified exports), at several batch sizes, side by "
+        "side in one process; write <out>.md, <out>.json and <out>.png."
+    )
+    b.add_argument("run_dir", help="a `dynst run` directory")
+    b.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
+    b.add_argument("--repeats", type=int, default=30, help="timed interleaved rounds")
+    b.add_argument("--threads", type=int, default=None, help="threads (default: torch's)")
+    b.add_argument(
+        "--graph-optimization",
+        choices=("disable", "basic", "extended", "all"),
+        default="all",
+        help="onnxruntime graph optimisation level",
+    )
+    b.add_argument("--out", help="output path without suffix (default: RUN_DIR/latency)")
 
 
 def _rank_parser(r: argparse.ArgumentParser) -> None:
@@ -104,6 +126,18 @@ def _predict_parser(pr: argparse.ArgumentParser) -> None:
         help="an input sensor with NaN in its window: drop = treat it as failed and switch "
         "it off for that window (a warning names it; the default), fail = an error",
     )
+    pr.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="onnxruntime intra-op threads (default: one per core)",
+    )
+    pr.add_argument(
+        "--graph-optimization",
+        choices=("disable", "basic", "extended", "all"),
+        default="all",
+        help="onnxruntime graph optimisation level (default: all)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser(command).parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (already printed, one line)
         return exc.code if isinstance(exc.code, int) else 2
-    handler = {"run": _run, "export": _export, "predict": _predict, "rank": _rank}[args.command]
+    handler = {
+        "run": _run,
+        "export": _export,
+        "predict": _predict,
+        "rank": _rank,
+        "bench": _bench,
+    }[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -189,9 +229,46 @@ def _predict(args: argparse.Namespace) -> int:
     from .serve import predict
 
     info = predict(
-        args.model, args.input, args.out, sidecar=args.sidecar, on_missing=args.on_missing
+        args.model,
+        args.input,
+        args.out,
+        sidecar=args.sidecar,
+        on_missing=args.on_missing,
+        threads=args.threads,
+        optimization=args.graph_optimization,
     )
     print(f"wrote {args.out}: {info['output_shape']} forecast in {info['units'] or 'data units'}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import latency
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / "latency"
+    from .artifacts import check_output_file
+
+    check_output_file(out.with_name(out.name + ".md"))
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    rows = latency.measure(
+        args.run_dir, tuple(args.batches), args.repeats, optimization=args.graph_optimization
+    )
+    note = (
+        f"Machine: {latency.machine_line()}. Median of {args.repeats} interleaved rounds "
+        "after 5 warm-up calls, one process; torch's dense/compacted pair and onnxruntime's "
+        f"are interleaved separately; onnxruntime graph optimisation {args.graph_optimization}. "
+        f"Command: `dynst bench {args.run_dir} --batches {' '.join(map(str, args.batches))} "
+        f"--repeats {args.repeats}`."
+    )
+    written = latency.write(out, rows, note)
+    print(latency.table(rows))
+    print(f"wrote {', '.join(map(str, written))}")
     return 0
 
 

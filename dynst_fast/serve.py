@@ -305,17 +305,48 @@ def _read_csv(path: Path, meta: dict) -> np.ndarray:
     return x[None, :, :, None]
 
 
-def run_model(
-    model: str | os.PathLike, x: np.ndarray, meta: dict, alive: np.ndarray | None = None
-) -> np.ndarray:
-    """onnxruntime on ``x[B, T_in, K, C]`` -> ``[B, T_out, N, C]``; ``alive [K]`` (1 =
-    reporting, 0 = failed) for a model exported with that input (all ones if None)."""
+OPTIMIZATION = ("disable", "basic", "extended", "all")
+
+
+def make_session(model: str | os.PathLike, threads: int | None = None, optimization: str = "all"):
+    """An onnxruntime CPU session of ``model``: ``threads`` intra-op threads (None:
+    onnxruntime's default, one per core) and graph ``optimization`` (one of
+    ``OPTIMIZATION``). ``PredictError`` for settings or a file it cannot take."""
     import onnxruntime as ort
 
+    if optimization not in OPTIMIZATION:
+        choices = ", ".join(OPTIMIZATION)
+        raise PredictError(f"--graph-optimization must be one of {choices}, got {optimization!r}")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise PredictError(f"--threads must be a positive integer, got {threads!r}")
+    so = ort.SessionOptions()
+    if threads is not None:
+        so.intra_op_num_threads = threads
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
     try:
-        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own classes for a bad file
         raise PredictError(f"{model} is not a model onnxruntime can load ({_first(exc)})") from None
+
+
+def run_model(
+    model: str | os.PathLike,
+    x: np.ndarray,
+    meta: dict,
+    alive: np.ndarray | None = None,
+    session=None,
+) -> np.ndarray:
+    """onnxruntime on ``x[B, T_in, K, C]`` -> ``[B, T_out, N, C]``; ``alive [K]`` (1 =
+    reporting, 0 = failed) for a model exported with that input (all ones if None);
+    ``session`` a :func:`make_session` of ``model`` (default settings if None)."""
+    sess = session if session is not None else make_session(model)
     feed = {meta["input"]["name"]: x}
     if "alive" in meta:
         k = len(meta["sensor_ids"])
@@ -381,12 +412,15 @@ def predict(
     out: str | os.PathLike,
     sidecar: str | os.PathLike | None = None,
     on_missing: str = "drop",
+    threads: int | None = None,
+    optimization: str = "all",
 ) -> dict[str, Any]:
     """Check, run and write; returns a short summary.
 
     ``on_missing="drop"``: an input sensor whose window holds NaN (or inf) is treated as
     failed, switched off through the model's ``alive`` input for that window (a warning
-    names it); ``"fail"``: such an input is an error."""
+    names it); ``"fail"``: such an input is an error. ``threads`` and ``optimization``
+    are the onnxruntime session's settings (:func:`make_session`)."""
     if on_missing not in ON_MISSING:
         raise PredictError(
             f"--on-missing must be one of {', '.join(ON_MISSING)}, got {on_missing!r}"
@@ -396,14 +430,15 @@ def predict(
     meta = load_sidecar(model, sidecar)
     if Path(out).suffix == ".csv" and meta["kind"] != "graph":
         raise PredictError(f"{out}: image forecasts are written as .npy")
+    session = make_session(model, threads, optimization)
     if on_missing == "fail" or "alive" not in meta:
         x = read_input(input, meta)
-        y = run_model(model, x, meta)
+        y = run_model(model, x, meta, session=session)
         failed = np.zeros((x.shape[0], 0), bool)
     else:
         x = read_input(input, meta, allow_missing=True)
         failed = failed_sensors(x, meta)
-        y = _run_with_failures(model, x, failed, meta, Path(input))
+        y = _run_with_failures(model, x, failed, meta, Path(input), session)
     write_output(out, y, meta)
     return {
         "windows": int(x.shape[0]),
@@ -414,7 +449,7 @@ def predict(
 
 
 def _run_with_failures(
-    model: str | os.PathLike, x: np.ndarray, failed: np.ndarray, meta: dict, path: Path
+    model: str | os.PathLike, x: np.ndarray, failed: np.ndarray, meta: dict, path: Path, session
 ) -> np.ndarray:
     """Run each group of windows that share a set of failed sensors with those sensors
     switched off (their input zeroed: it is not used)."""
@@ -438,9 +473,9 @@ def _run_with_failures(
     y = None
     for g, pattern in enumerate(patterns):
         rows = np.nonzero(group.reshape(-1) == g)[0]
-        out = run_model(
-            model, np.ascontiguousarray(x[rows]), meta, alive=(~pattern).astype(np.float32)
-        )
+        alive = (~pattern).astype(np.float32)
+        xs = np.ascontiguousarray(x[rows])
+        out = run_model(model, xs, meta, alive=alive, session=session)
         if y is None:
             y = np.empty((x.shape[0], *out.shape[1:]), dtype=out.dtype)
         y[rows] = out

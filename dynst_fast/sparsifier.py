@@ -69,6 +69,7 @@ class Sparsifier:
         self.grad_steps = 0
         # mean |dL/dg| over the latest mask phase: the switch-on gain of inactive sensors
         self.mask_grad_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        self.mask_grad_signed = torch.zeros(n, dtype=torch.float64, device=device)
         self.mask_grad_steps = 0
         self.mask_round = 0
         self.step_count = 0
@@ -151,8 +152,10 @@ class Sparsifier:
         if self.phase == "mask":
             if self.round != self.mask_round:  # a new mask phase: forget the last one
                 self.mask_grad_sum.zero_()
+                self.mask_grad_signed.zero_()
                 self.mask_grad_steps, self.mask_round = 0, self.round
             self.mask_grad_sum += grad.abs().to(torch.float64)
+            self.mask_grad_signed += grad.to(torch.float64)
             self.mask_grad_steps += 1
             with torch.no_grad():
                 self.theta.grad = grad * self.active + self.l1 * torch.sign(self.theta)
@@ -179,14 +182,16 @@ class Sparsifier:
         record["active"] = self.num_active
         self.history.append(record)
 
-    def switch_on_gain(self) -> Tensor | None:
+    def switch_on_gain(self, signed: bool = False) -> Tensor | None:
         """Mean ``|dL/dg|`` per sensor over the latest mask phase, ``[N]`` float64: for a
         switched-off sensor, the first-order gain in the loss per unit of gate of
-        switching it back on (the paper's drop/regrow signal). None before any mask
-        phase (and for schemes without one)."""
+        switching it back on (the paper's drop/regrow signal). ``signed``: the mean of
+        ``-dL/dg`` instead (positive where a larger gate lowers the loss; batch noise
+        cancels in it). None before any mask phase (and for schemes without one)."""
         if self.mask_grad_steps == 0:
             return None
-        return self.mask_grad_sum / self.mask_grad_steps
+        total = -self.mask_grad_signed if signed else self.mask_grad_sum
+        return total / self.mask_grad_steps
 
     def mean_gate_grad(self) -> Tensor:
         """Mean ``|dL/dg|`` per sensor since the last swap, ``[N]`` float64."""
@@ -221,6 +226,7 @@ class Sparsifier:
                 "grad_sum": self.grad_sum.clone(),
                 "grad_steps": self.grad_steps,
                 "mask_grad_sum": self.mask_grad_sum,
+                "mask_grad_signed": self.mask_grad_signed,
                 "mask_grad_steps": self.mask_grad_steps,
                 "mask_round": self.mask_round,
                 "step_count": self.step_count,
@@ -244,6 +250,7 @@ class Sparsifier:
         self.grad_steps = int(state["grad_steps"])
         if "mask_grad_sum" in state:  # absent in states written before switch-on gains
             self.mask_grad_sum = state["mask_grad_sum"].to(self.grad_sum.device).clone()
+            self.mask_grad_signed = state["mask_grad_signed"].to(self.grad_sum.device).clone()
             self.mask_grad_steps = int(state["mask_grad_steps"])
             self.mask_round = int(state["mask_round"])
         self.step_count = int(state["step_count"])

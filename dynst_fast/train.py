@@ -127,7 +127,7 @@ def random_failures(k: int, rate: float, generator: torch.Generator) -> Tensor |
     return alive
 
 
-def switch_on_estimate(sp: Sparsifier, std: np.ndarray) -> np.ndarray | None:
+def switch_on_estimate(sp: Sparsifier, std: np.ndarray, signed: bool = False) -> np.ndarray | None:
     """The estimated whole-field MAE decrease, in original units, of switching each
     sensor back on, ``[N]`` float64 (None without a mask phase).
 
@@ -136,8 +136,9 @@ def switch_on_estimate(sp: Sparsifier, std: np.ndarray) -> np.ndarray | None:
     ``theta_bar * |dL/dg|`` (its mean over the latest mask phase). The loss is the
     weighted L1 of :func:`masked_weighted_l1` with weights ``std / mean(std)``, i.e. the
     MAE in original units divided by ``mean(std)``: hence the factor ``mean(std)``.
+    ``signed``: from the mean of ``-dL/dg`` instead (``Sparsifier.switch_on_gain``).
     """
-    gain = sp.switch_on_gain()
+    gain = sp.switch_on_gain(signed)
     if gain is None:
         return None
     theta_bar = float(sp.theta.detach()[sp.active].abs().mean())

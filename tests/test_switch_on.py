@@ -91,3 +91,14 @@ def test_rank_errors(finished, tmp_path, capsys):
     (d / "mask.json").write_text(json.dumps({**mask, "scheme": "random", "switch_on_gain": None}))
     assert main(["rank", str(d)]) == 2
     assert "has no switch-on gains" in capsys.readouterr().err
+
+
+def test_signed_gain_lets_batch_noise_cancel():
+    sched = Schedule("dynst", 3, 0.0, network_steps=0, mask_steps=2, rounds=1, swap_fraction=0)
+    sp = Sparsifier(sched)
+    _steps(sp, torch.tensor([1.0, -2.0, 3.0]), 1)
+    _steps(sp, torch.tensor([-1.0, -2.0, 1.0]), 1)
+    torch.testing.assert_close(sp.switch_on_gain(), torch.tensor([1.0, 2.0, 2.0]).double())
+    torch.testing.assert_close(
+        sp.switch_on_gain(signed=True), torch.tensor([0.0, 2.0, -2.0]).double()
+    )
