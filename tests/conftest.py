@@ -51,3 +51,20 @@ def los_loop_dir(shared_data: Path) -> Path:
             pytest.fail(f"CI=true but {d} does not exist")
         pytest.skip(f"{d} does not exist")
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_dynst_run(tmp_path_factory) -> Path:
+    """One finished small DynST run (synthetic planted network, sparsity 0.5, 2 epochs,
+    fine-tuned with failure rate 0.1), shared by the tests that only read a run; they
+    must not change it."""
+    from dynst_fast.config import RunConfig
+    from dynst_fast.run import run
+
+    out = tmp_path_factory.mktemp("tiny_dynst") / "run"
+    cfg = RunConfig.from_flags(
+        sparsity=0.5, epochs=2, horizon=3, batch_size=64, hidden=8, failure_rate=0.1,
+        time_batch=4, time_repeats=1, time_warmup=0, quiet=True, out=str(out),
+    )  # fmt: skip
+    run(cfg)
+    return out

@@ -15,11 +15,9 @@ from conftest import random_graph
 
 from dynst_fast.artifacts import load_run
 from dynst_fast.cli import main
-from dynst_fast.config import RunConfig
 from dynst_fast.deploy import deployable
 from dynst_fast.models import build_backbone
 from dynst_fast.morph import PatchGrid
-from dynst_fast.run import run
 from dynst_fast.sensors import GraphSensors, PatchSensors
 from dynst_fast.train import random_failures
 
@@ -119,17 +117,10 @@ def test_random_failures():
 
 # ---------------------------------------------------------------- a run, exported
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("alive")
-    out = root / "run"
-    cfg = RunConfig.from_flags(
-        sparsity=0.5, epochs=2, horizon=3, batch_size=64, hidden=8, failure_rate=0.1,
-        time_batch=4, time_repeats=1, time_warmup=0, quiet=True, out=str(out),
-    )  # fmt: skip
-    run(cfg)
-    model = root / "m.onnx"
-    assert main(["export", str(out), "--out", str(model)]) == 0
-    return out, model
+def exported(tiny_dynst_run, tmp_path_factory) -> tuple[Path, Path]:
+    model = tmp_path_factory.mktemp("alive") / "m.onnx"
+    assert main(["export", str(tiny_dynst_run), "--out", str(model)]) == 0
+    return tiny_dynst_run, model
 
 
 def test_onnx_alive_matches_pytorch(exported):

@@ -11,19 +11,11 @@ import numpy as np
 import pytest
 
 from dynst_fast.cli import main
-from dynst_fast.config import RunConfig
-from dynst_fast.run import run
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("latency") / "run"
-    cfg = RunConfig.from_flags(
-        sparsity=0.5, epochs=1, horizon=3, batch_size=64, hidden=8, time_batch=4,
-        time_repeats=1, time_warmup=0, quiet=True, out=str(out),
-    )  # fmt: skip
-    run(cfg)
-    return out
+def finished(tiny_dynst_run) -> Path:
+    return tiny_dynst_run
 
 
 def test_dynst_bench_writes_every_figure(finished, tmp_path, capsys):

@@ -11,9 +11,7 @@ import pytest
 import torch
 
 from dynst_fast.cli import main
-from dynst_fast.config import RunConfig
 from dynst_fast.rank import switch_on_ranking
-from dynst_fast.run import run
 from dynst_fast.schedule import Schedule
 from dynst_fast.sparsifier import Sparsifier
 from dynst_fast.train import switch_on_estimate
@@ -53,14 +51,8 @@ def test_estimate_is_in_original_mae_units():
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rank") / "run"
-    cfg = RunConfig.from_flags(
-        sparsity=0.5, epochs=2, horizon=3, batch_size=64, hidden=8, time_batch=4,
-        time_repeats=1, time_warmup=0, quiet=True, out=str(out),
-    )  # fmt: skip
-    run(cfg)
-    return out
+def finished(tiny_dynst_run) -> Path:
+    return tiny_dynst_run
 
 
 def test_mask_json_report_and_rank_agree(finished, capsys):
