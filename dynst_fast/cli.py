@@ -1,4 +1,4 @@
-"""The ``dynst`` command line: ``run``, ``export``, ``predict``.
+"""The ``dynst`` command line: ``run``, ``export``, ``predict``, ``rank``, ``bench``.
 
 ``dynst run``'s flags are generated from the configuration tree (``dynst_fast.config``).
 Only the parser of the command given is built, so ``dynst predict`` imports no torch.
