@@ -48,3 +48,23 @@ def sparse_run(p: Prepared, dense: Trained, scheme: str, sparsity: float) -> dic
     metrics = run.evaluate_run(dense, compacts, p.splits, p.space)[scheme]
     timing = run.time_run(cfg, dense, compacts, p.splits)[scheme]
     return run.sparse_metrics(metrics, trained, timing, p.space)
+
+
+def add_run_flags(p) -> None:
+    """The flags of a bench that trains one dense model and DynST from it."""
+    p.add_argument("--data", default=None)
+    p.add_argument("--horizon", type=int, default=3)
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output path without extension")
+
+
+def prepare_from(args) -> Prepared:
+    """:func:`prepare` of the run that :func:`add_run_flags`' flags describe."""
+    return prepare(
+        RunConfig.from_flags(
+            data=args.data, epochs=args.epochs, seed=args.seed, horizon=args.horizon,
+            sparsity=args.sparsity, quiet=True,
+        )
+    )  # fmt: skip

@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from _runs import dense_run, prepare
+from _runs import add_run_flags, dense_run, prepare_from
 
 from dynst_fast import run
 from dynst_fast.artifacts import write_atomic, write_json
-from dynst_fast.config import RunConfig
 from dynst_fast.train import eval_loader
 
 SHARES = (0.0, 0.01, 0.05, 0.10, 0.20)
@@ -52,22 +51,13 @@ def test_mae(compact, splits, space, alive: torch.Tensor | None, mean_fill: bool
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=None)
-    p.add_argument("--horizon", type=int, default=3)
-    p.add_argument("--sparsity", type=float, default=0.5)
+    add_run_flags(p)
     p.add_argument("--failure-rate", type=float, default=0.1)
     p.add_argument("--shares", type=float, nargs="+", default=list(SHARES))
     p.add_argument("--draws", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output path without extension")
     args = p.parse_args()
     started = time.perf_counter()
-    cfg = RunConfig.from_flags(
-        data=args.data, epochs=args.epochs, seed=args.seed, horizon=args.horizon,
-        sparsity=args.sparsity, quiet=True,
-    )  # fmt: skip
-    prep = prepare(cfg)
+    prep = prepare_from(args)
     dense, dm = dense_run(prep)
     print(f"dense MAE {dm['mae']:.4f}", flush=True)
     results: dict[str, dict] = {}

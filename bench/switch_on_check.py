@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _runs import dense_run, prepare
+from _runs import add_run_flags, dense_run, prepare_from
 
 from dynst_fast import run
 from dynst_fast.artifacts import write_atomic, write_json
-from dynst_fast.config import RunConfig
 from dynst_fast.train import (
     evaluate,
     masked_weighted_l1,
@@ -68,21 +67,12 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=None)
-    p.add_argument("--horizon", type=int, default=3)
-    p.add_argument("--sparsity", type=float, default=0.5)
+    add_run_flags(p)
     p.add_argument("--candidates", type=int, default=5)
     p.add_argument("--finetune-epochs", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output path without extension")
     args = p.parse_args()
     started = time.perf_counter()
-    cfg = RunConfig.from_flags(
-        data=args.data, epochs=args.epochs, seed=args.seed, horizon=args.horizon,
-        sparsity=args.sparsity, quiet=True,
-    )  # fmt: skip
-    prep = prepare(cfg)
+    prep = prepare_from(args)
     dense, _ = dense_run(prep)
     trained = run.train_sparse(run.Stages(prep.cfg, checkpoint=False), dense, prep.splits, "dynst")
     sp, model = trained.fit.sparsifier, trained.model.eval()

@@ -29,7 +29,6 @@ from .metrics import evaluate as evaluate_metrics
 from .models import GatedBackbone
 from .models.base import takes_alive
 from .preflight import check_schedule
-from .schedule import Schedule
 from .sensors import SensorSpace
 from .sparsifier import Sparsifier
 
@@ -92,20 +91,6 @@ def first_windows(data: WindowDataset, count: int) -> tuple[Tensor, Tensor]:
 
 
 # ---------------------------------------------------------------- steps
-def make_schedule(
-    train: TrainConfig,
-    sched: ScheduleConfig,
-    scheme: str,
-    sparsity: float,
-    num_sensors: int,
-    num_windows: int,
-) -> Schedule:
-    """Turn the schedule's fractions of training (``train.epochs`` epochs of
-    ``num_windows`` windows) into a step :class:`Schedule`; ``ValueError`` naming the fix
-    if training ends before the schedule reaches its target."""
-    return check_schedule(train, sched, scheme, sparsity, num_sensors, num_windows)
-
-
 def masked_weighted_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
     """Mean of ``|pred - target| * weight`` over non-NaN targets; ``[B, T, N, C]`` with
     weight ``[1, 1, N, C]``, or ``[B, T, C, H, W]`` with weight ``[1, 1, C, H, W]``."""
@@ -227,7 +212,7 @@ def fit(
     loader = train_loader(splits.train, train.batch_size, gen)
     n = model.num_sensors
     steps_per_epoch = len(loader)
-    schedule = make_schedule(train, sched, scheme, sparsity, n, len(splits.train))
+    schedule = check_schedule(train, sched, scheme, sparsity, n, len(splits.train))
     sp = Sparsifier(schedule, theta_lr=sched.theta_lr, l1=sched.l1, seed=seed)
     std = torch.as_tensor(splits.std, dtype=torch.float32)
     weight = (std / std.mean())[None, None]
