@@ -97,8 +97,12 @@ TORCH_LIBRARY(dynst_fast, m) {
       " int p, bool need_theta_grad) -> (Tensor, Tensor)");
   // (drop [k], grow [k]) int64: the k active entries of lowest score and the k inactive
   // ones of highest score, each ordered from the most extreme, ties to the lower index,
-  // -0.0 equal to +0.0. score [N] floating point without NaN, active [N] bool.
-  m.def("select_swap(Tensor score, Tensor active, int k) -> (Tensor, Tensor)");
-  // A new [N] bool mask: active without its k entries of lowest |score| (same ties).
-  m.def("prune_lowest(Tensor score, Tensor active, int k) -> Tensor");
+  // -0.0 equal to +0.0. score [N] floating point without NaN, active [N] bool; movable
+  // [N] bool (optional): only these may be dropped or grown (keep / forbid constraints).
+  m.def(
+      "select_swap(Tensor score, Tensor active, int k, Tensor? movable=None)"
+      " -> (Tensor, Tensor)");
+  // A new [N] bool mask: active without its k entries of lowest |score| (same ties);
+  // with movable, only movable entries are pruned.
+  m.def("prune_lowest(Tensor score, Tensor active, int k, Tensor? movable=None) -> Tensor");
 }

@@ -424,6 +424,7 @@ def write_run(out: str | os.PathLike, record: RunRecord) -> None:
             "active_index": torch.nonzero(active).reshape(-1),
             "scheme": record.main.scheme,
             "sparsity": sp.sparsity,
+            "constraints": record.metrics.get("constraints"),
             **switch_on_fields(record.switch_on, active.numpy(), record.units),
         },
     )
@@ -467,10 +468,12 @@ def switch_on_fields(gain: np.ndarray | None, active: np.ndarray, units: str) ->
     mean, and the switched-off sensors ranked by them."""
     if gain is None:
         return {"switch_on_gain": None}
-    off = np.flatnonzero(~active)
+    off = np.flatnonzero(~active & ~np.isnan(gain))  # NaN: forbidden, not a candidate
     ranked = off[np.argsort(-gain[off], kind="stable")]
     return {
-        "switch_on_gain": [None if a else float(g) for a, g in zip(active, gain, strict=True)],
+        "switch_on_gain": [
+            None if a or np.isnan(g) else float(g) for a, g in zip(active, gain, strict=True)
+        ],
         "switch_on_gain_units": units,
         "switch_on_gain_method": (
             "estimated whole-field MAE decrease of switching the sensor back on: "

@@ -1,7 +1,7 @@
 """One configuration tree for ``dynst run``: every setting and its default, stated once.
 
-``RunConfig`` holds the sections ``data``, ``model``, ``schedule``, ``train`` and ``timing``
-and a few top-level settings. The command line is generated from the tree
+``RunConfig`` holds the sections ``data``, ``model``, ``schedule``, ``constraints``,
+``train`` and ``timing`` and a few top-level settings. The command line is generated from the tree
 (:func:`add_arguments`), so every field can be set as a flag; a TOML file with the same
 sections sets them too (``dynst run --config FILE.toml``), and every run directory saves
 its resolved ``config.toml``, which reproduces the run.
@@ -27,9 +27,12 @@ SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "dense")
 SPARSE_SCHEMES = tuple(s for s in SCHEMES if s != "dense")
 
 
-def setting(default: Any, help: str, *, flag: str | None = None, choices=None) -> Any:
-    """A config field: its default, its help line, and optionally its flag and choices."""
-    meta = {"help": help, "flag": flag, "choices": choices}
+def setting(
+    default: Any, help: str, *, flag: str | None = None, choices=None, metavar: str | None = None
+) -> Any:
+    """A config field: its default, its help line, and optionally its flag, choices and
+    the name of its value in ``--help``."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar}
     if isinstance(default, (list, dict)):
         return field(default_factory=type(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -104,6 +107,36 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class ConstraintsConfig:
+    """What the sparse schemes' active sets must respect (the dense model uses every sensor)."""
+
+    keep: list[str] = setting(
+        [], "sensor ids that stay active, never pruned or dropped", metavar="ID"
+    )
+    keep_file: str | None = setting(
+        None, "a file of sensor ids to keep (one per line or comma-separated; # comments)"
+    )
+    forbid: list[str] = setting([], "sensor ids that are never active", metavar="ID")
+    forbid_file: str | None = setting(None, "a file of sensor ids to forbid (as --keep-file)")
+    cost: str | None = setting(
+        None, "a CSV of sensor_id,cost: each sensor's running cost (needs --budget)"
+    )
+    budget: float | None = setting(
+        None,
+        "in place of --sparsity: the active sensors' total cost ends at or below this (each "
+        "sensor costs 1 without --cost); the schedule reaches it in equal steps and prunes the "
+        "lowest |theta| per unit cost",
+    )
+
+    @property
+    def given(self) -> bool:
+        """Whether any constraint is set."""
+        return bool(self.keep or self.keep_file or self.forbid or self.forbid_file) or (
+            self.cost is not None or self.budget is not None
+        )
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The network's optimisation (AdamW, cosine learning rate down to 0.1 x)."""
 
@@ -135,6 +168,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
     seed: int = setting(0, "seeds the data generator, the weights, the batches and the masks")
@@ -161,6 +195,14 @@ class RunConfig:
             backbone(m.name)  # unknown names: one clear error naming the choices
         if s.sparsity is not None and not (0.0 <= s.sparsity < 1.0):
             raise ValueError(f"--sparsity must be in [0, 1), got {s.sparsity}")
+        c = self.constraints
+        if c.budget is not None:
+            if s.sparsity is not None:
+                raise ValueError("--budget replaces --sparsity: give one of them")
+            if not (math.isfinite(c.budget) and c.budget > 0):
+                raise ValueError(f"--budget must be a positive number, got {c.budget}")
+        if c.cost is not None and c.budget is None:
+            raise ValueError("--cost needs --budget (the cap on the active sensors' total cost)")
         for i, scheme in enumerate(s.schemes):
             if scheme not in SPARSE_SCHEMES:
                 raise ValueError(
@@ -350,7 +392,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kw["metavar"] = f.name.upper()
         if typing.get_origin(base) is list:
-            kw.update(nargs="*", metavar="SCHEME")
+            kw.update(nargs="*", metavar=f.metadata.get("metavar") or "SCHEME")
         elif typing.get_origin(base) is dict:
             kw.update(action="append", type=_key_value, metavar="KEY=VALUE")
         else:

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from .config import RunConfig, ScheduleConfig, TrainConfig
+from .constraints import Constraints
 from .data import Dataset, WindowSplits
 from .schedule import Schedule
 from .sensors import SensorSpace
@@ -166,16 +167,27 @@ def check_data(ds: Dataset, splits: WindowSplits, need_range: bool = False) -> N
             )
 
 
-def check_run(cfg: RunConfig, ds: Dataset, splits: WindowSplits, space: SensorSpace) -> None:
-    """Every check of a resolved run, before training: schedules, then data."""
+def schedule_sparsity(cfg: RunConfig, constraints: Constraints | None) -> float:
+    """The sparsity a resolved run's sparse schedules are built for: ``--sparsity``, or
+    with ``--budget`` the one that sizes its swaps (``Constraints.sizing_sparsity``)."""
+    if constraints is not None and constraints.budget is not None:
+        return constraints.sizing_sparsity()
+    return float(cfg.schedule.sparsity)
+
+
+def check_run(
+    cfg: RunConfig,
+    ds: Dataset,
+    splits: WindowSplits,
+    space: SensorSpace,
+    constraints: Constraints | None = None,
+) -> None:
+    """Every check of a resolved run, before training: constraints, schedules, then data."""
     num_sensors = space.num_sensors
+    sparsity = schedule_sparsity(cfg, constraints)
+    if constraints is not None:
+        k = num_sensors - int(round(sparsity * num_sensors))  # K*, as Schedule counts it
+        constraints.check(None if constraints.budget is not None else k, space.ids)
     for scheme in [cfg.schedule.scheme, *cfg.schedule.also]:
-        check_schedule(
-            cfg.train,
-            cfg.schedule,
-            scheme,
-            float(cfg.schedule.sparsity),
-            num_sensors,
-            len(splits.train),
-        )
+        check_schedule(cfg.train, cfg.schedule, scheme, sparsity, num_sensors, len(splits.train))
     check_data(ds, splits, space.metrics_need_range)

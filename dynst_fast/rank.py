@@ -30,7 +30,9 @@ def switch_on_ranking(run_dir: str | os.PathLike, top: int | None = None) -> lis
         )
     if not (len(ids) == len(gain) == len(active)):
         raise ValueError(f"{path}: sensor_ids, active and switch_on_gain differ in length")
-    off = [i for i, a in enumerate(active) if not a]
+    constraints = mask.get("constraints") or {}
+    forbidden = set(constraints.get("forbid", [])) if isinstance(constraints, dict) else set()
+    off = [i for i, a in enumerate(active) if not a and ids[i] not in forbidden]
     if any(not isinstance(gain[i], (int, float)) for i in off):
         raise ValueError(f"{path}: a switched-off sensor has no numeric switch_on_gain")
     off.sort(key=lambda i: (-gain[i], i))

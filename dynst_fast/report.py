@@ -106,6 +106,23 @@ def _candidates(candidates: list[tuple[str, float]], units: str) -> list[str]:
     return [*lines, ""]
 
 
+def _constraints_line(c: dict[str, Any]) -> str:
+    """The constraints a run respected, in one paragraph."""
+
+    def ids(key: str) -> str:
+        v = c[key]
+        return f"{len(v)} ({', '.join(v[:10])}{', ...' if len(v) > 10 else ''})" if v else "none"
+
+    text = f"Constraints: sensors kept on {ids('keep')}; forbidden {ids('forbid')}"
+    if "budget" in c:
+        unit = "cost" if c["costed"] else "sensor count (no --cost: each costs 1)"
+        text += (
+            f"; budget {c['budget']:g} in {unit}, used {c['cost']:g} of the network's "
+            f"{c['total_cost']:g}"
+        )
+    return text + "."
+
+
 def render_report(
     m: dict[str, Any],
     history: list[dict[str, Any]],
@@ -118,16 +135,24 @@ def render_report(
     rows = _rows(m)
     md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    c = m.get("constraints") or {}
+    target = (
+        f"cost {c['cost']:g} of budget {c['budget']:g}"
+        if "budget" in c
+        else f"target {m['target_sparsity']:.3f}"
+    )
     lines = [
         f"# DynST run: {m['dataset']}, {m['model']}, {m['scheme']}",
         "",
         f"{m['num_active']} of {m['num_sensors']} sensors kept "
-        f"(sparsity {m['sparsity']:.3f}, target {m['target_sparsity']:.3f}); "
+        f"(sparsity {m['sparsity']:.3f}, {target}); "
         f"{m['t_in']} steps in, {m['t_out']} out; whole-field test metrics in original units.",
         "",
         *md,
         "",
     ]
+    if c:
+        lines += [_constraints_line(c), ""]
     if "planted_recall" in m:
         lines += [f"Planted informative sensors kept: **{m['planted_recall']:.0%}**.", ""]
     for note in notes:

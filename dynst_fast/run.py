@@ -32,6 +32,8 @@ from . import __version__, artifacts, preflight
 from .artifacts import RunRecord, Trained
 from .baselines import run_baselines
 from .config import RunConfig
+from .constraints import Constraints
+from .constraints import from_config as constraints_from_config
 from .data import Dataset, WindowSplits, load_dataset, make_windows
 from .models import (
     CompactBackbone,
@@ -41,6 +43,7 @@ from .models import (
     default_backbone,
     models_for,
 )
+from .preflight import schedule_sparsity
 from .report import format_table, render_report
 from .sensors import SPACES, SensorSpace
 from .sparsifier import Sparsifier
@@ -81,7 +84,7 @@ def sensor_space(ds: Dataset, cfg: RunConfig) -> SensorSpace:
 def resolve(cfg: RunConfig, ds: Dataset, space: SensorSpace) -> RunConfig:
     """``cfg`` with every default that depends on the data filled in (a new config): the
     model (the default of the data's kind), all its options, the sparsity (the planted
-    one on synthetic data, else 0.5) and the run directory."""
+    one on synthetic data, else 0.5; none with a budget) and the run directory."""
     name = cfg.model.name or default_backbone(space.kind)
     spec = backbone(name)
     if space.kind != spec.space:
@@ -96,11 +99,12 @@ def resolve(cfg: RunConfig, ds: Dataset, space: SensorSpace) -> RunConfig:
             raise ValueError(f"--hidden: model {name} has no width option")
         options[spec.width] = cfg.model.hidden
     options = spec.parse_options(options)
-    sparsity = cfg.schedule.sparsity
-    if sparsity is None:
+    sparsity, budget = cfg.schedule.sparsity, cfg.constraints.budget
+    if sparsity is None and budget is None:
         sparsity = space.planted_sparsity if space.planted is not None else 0.5
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(ds.name)).strip("._") or "data"
-    out = cfg.out or (f"runs/{safe}_{name}_{cfg.schedule.scheme}_s{sparsity:g}_seed{cfg.seed}")
+    target = f"b{budget:g}" if budget is not None else f"s{sparsity:g}"
+    out = cfg.out or (f"runs/{safe}_{name}_{cfg.schedule.scheme}_{target}_seed{cfg.seed}")
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, name=name, hidden=None, options=options),
@@ -146,9 +150,13 @@ class Stages:
     ``checkpoint`` is False)."""
 
     def __init__(
-        self, cfg: RunConfig, progress: dict[str, Any] | None = None, checkpoint: bool = True
+        self,
+        cfg: RunConfig,
+        progress: dict[str, Any] | None = None,
+        checkpoint: bool = True,
+        constraints: Constraints | None = None,
     ) -> None:
-        self.cfg, self.checkpoint = cfg, checkpoint
+        self.cfg, self.checkpoint, self.constraints = cfg, checkpoint, constraints
         self.done: dict[str, dict[str, Any]] = dict(progress["done"]) if progress else {}
         self.current: dict[str, Any] | None = progress.get("current") if progress else None
 
@@ -168,13 +176,14 @@ class Stages:
                 cfg.train,
                 cfg.schedule,
                 scheme=scheme,
-                sparsity=0.0 if scheme == "dense" else cfg.schedule.sparsity,
+                sparsity=0.0 if scheme == "dense" else schedule_sparsity(cfg, self.constraints),
                 seed=cfg.seed,
                 progress=bar,
                 on_epoch=(lambda st: self._save({"stage": name, "state": st}))
                 if self.checkpoint
                 else None,
                 resume=resume,
+                constraints=None if scheme == "dense" else self.constraints,
             )
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"the {name} model's {exc}") from None
@@ -335,17 +344,18 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     ds = load(cfg)
     space = sensor_space(ds, cfg)
     cfg = resolve(cfg, ds, space)
+    constraints = constraints_from_config(cfg.constraints, space.ids)
     splits = make_windows(ds, t_in=cfg.data.t_in, t_out=cfg.data.horizon)
-    preflight.check_run(cfg, ds, splits, space)
+    preflight.check_run(cfg, ds, splits, space, constraints)
     stage = artifacts.begin_run(cfg.out, resume=resume)
     artifacts.write_config(stage, cfg)
-    stages = Stages(cfg, progress)
+    stages = Stages(cfg, progress, constraints=constraints)
     try:
         if not resume:
             stages._save(None)  # Ctrl-C from the first step on leaves a run to resume
         dense = train_dense(stages, build(cfg, space, ds.num_channels), splits)
         sparse = {s: train_sparse(stages, dense, splits, s) for s in cfg.schedule.schemes}
-        m = finish(cfg, ds, space, splits, dense, sparse, t_start)
+        m = finish(cfg, ds, space, splits, dense, sparse, t_start, constraints)
     except KeyboardInterrupt:
         raise RunInterrupted(str(cfg.out)) from None
     except TrainingDiverged:
@@ -362,6 +372,7 @@ def finish(
     dense: Trained,
     sparse: dict[str, Trained],
     t_start: float,
+    constraints: Constraints | None = None,
 ) -> dict[str, Any]:
     """Evaluate, time and write the run directory (published whole); its metrics."""
     compacts = compacted(sparse)
@@ -370,10 +381,14 @@ def finish(
     main = sparse[cfg.schedule.scheme]
     m = metrics_json(cfg, ds, space, splits, dense, sparse, metrics, timings)
     m["seconds"] = time.perf_counter() - t_start
+    if constraints is not None:
+        m["constraints"] = constraint_fields(constraints, main.fit.sparsifier, space)
     gain = switch_on_estimate(main.fit.sparsifier, splits.std)
     candidates = []
     if gain is not None:
-        off = np.flatnonzero(~main.fit.sparsifier.active.cpu().numpy())
+        if constraints is not None:  # a forbidden sensor cannot be switched back on
+            gain[constraints.forbid.numpy()] = np.nan
+        off = np.flatnonzero(~main.fit.sparsifier.active.cpu().numpy() & ~np.isnan(gain))
         top = off[np.argsort(-gain[off], kind="stable")][:RANK_IN_REPORT]
         candidates = [(space.ids[i], float(gain[i])) for i in top]
     notes = space.notes(m) + non_finite(metrics)
@@ -394,6 +409,24 @@ def finish(
     )
     write(cfg.out, record)
     return m
+
+
+def constraint_fields(c: Constraints, sp: Sparsifier, space: SensorSpace) -> dict[str, Any]:
+    """``metrics.json``'s (and ``mask.json``'s) account of the constraints: the kept and
+    forbidden ids, and with a budget the active set's cost against it."""
+    ids = space.ids
+    out: dict[str, Any] = {
+        "keep": [ids[i] for i in torch.nonzero(c.keep).flatten().tolist()],
+        "forbid": [ids[i] for i in torch.nonzero(c.forbid).flatten().tolist()],
+    }
+    if c.budget is not None:
+        out.update(
+            budget=c.budget,
+            cost=sp.cost,
+            total_cost=float(c.costs.sum()),
+            costed=c.cost is not None,
+        )
+    return out
 
 
 def metrics_json(

@@ -19,6 +19,11 @@ form, so an inactive sensor's gradient is the first-order gain of switching it o
 keeps the running mean of ``|dL/dg|`` since the last swap (Eqs. 5-6), trains theta
 in mask phases (Eq. 3), prunes the lowest ``|theta|`` at round ends (Eq. 4) and swaps
 (Eq. 7).
+
+``Constraints`` (``dynst_fast.constraints``) restrict all of it: kept sensors are never
+pruned or dropped, forbidden ones never active (the selection ops' ``movable`` mask), and
+with a budget each round prunes the lowest ``|theta|`` per unit cost until its cost target
+(the budget reached in equal steps) is met, and a swap regrows only what fits.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torch import Tensor
 
 from . import ops
 from .config import ScheduleConfig
+from .constraints import Constraints, within
 from .schedule import Schedule
 
 
@@ -43,6 +49,8 @@ class Sparsifier:
         l1: L1 pull on theta in mask phases, so that unneeded sensors' scores shrink.
         seed: seeds the random initial set of ``fixed`` / ``random``.
         device: where theta and the gate live (the model's device).
+        constraints: keep / forbid / cost + budget (:class:`Constraints`), or None. With a
+            budget, the schedule's sparsity only sizes the swaps; the cost decides the rest.
     """
 
     def __init__(
@@ -53,18 +61,19 @@ class Sparsifier:
         l1: float = ScheduleConfig.l1,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        constraints: Constraints | None = None,
     ) -> None:
         self.schedule = schedule
         self.theta_lr, self.l1, self.seed = theta_lr, l1, seed
         n = schedule.num_sensors
+        c = Constraints.none(n) if constraints is None else constraints
+        if c.num_sensors != n:
+            raise ValueError(f"Sparsifier: constraints for {c.num_sensors} sensors, not {n}")
+        c.check(None if c.budget is not None else schedule.target_active())
+        self.constraints = c
         self.theta = torch.ones(n, device=device, requires_grad=True)
-        self.active = torch.ones(n, dtype=torch.bool, device=device)
-        k0 = schedule.initial_active()
-        if k0 < n:
-            gen = torch.Generator().manual_seed(seed)
-            keep = torch.randperm(n, generator=gen)[:k0].to(device)
-            self.active.zero_()
-            self.active[keep] = True
+        self.active = self._initial_set().to(device)
+        self._start_count, self._start_cost = self.num_active, c.cost_of(self.active)
         self.grad_sum = torch.zeros(n, dtype=torch.float64, device=device)
         self.grad_steps = 0
         # mean |dL/dg| over the latest mask phase: the switch-on gain of inactive sensors
@@ -76,6 +85,26 @@ class Sparsifier:
         self.history: list[dict[str, Any]] = []
         self._optimizer = torch.optim.Adam([self.theta], lr=theta_lr)
         self._gate: Tensor | None = None
+
+    def _initial_set(self) -> Tensor:
+        """``[N]`` bool at step 0: every allowed sensor for pruning schemes; for ``fixed`` /
+        ``random`` the kept ones and then movable ones in a seeded random order, up to K*
+        (or, with a budget, each that still fits)."""
+        s, c, n = self.schedule, self.constraints, self.schedule.num_sensors
+        if s.scheme not in ("fixed", "random"):
+            return ~c.forbid
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        active = c.keep.clone()
+        pool = order[c.movable[order]]
+        if c.budget is None:
+            active[pool[: s.initial_active() - int(c.keep.sum())]] = True
+            return active
+        costs, total = c.costs, c.cost_of(c.keep)
+        for i in pool.tolist():
+            if within(total + float(costs[i]), c.budget):
+                active[i] = True
+                total += float(costs[i])
+        return active
 
     # ------------------------------------------------------------------ queries
     @property
@@ -102,6 +131,25 @@ class Sparsifier:
     @property
     def sparsity(self) -> float:
         return 1.0 - self.num_active / self.num_sensors
+
+    @property
+    def cost(self) -> float:
+        """Total cost of the active set (its count without a cost table)."""
+        return self.constraints.cost_of(self.active)
+
+    def round_target(self, r: int) -> float:
+        """The active count (or, with a budget, the cost) round r prunes to: from the
+        start's down to K* (or the budget) in equal steps; r = 0 is the start."""
+        s, c = self.schedule, self.constraints
+        p = max(s.num_rounds, 1)
+        frac = min(max(r, 0), p) / p
+        if c.budget is not None:
+            return (
+                c.budget if frac == 1 else self._start_cost - (self._start_cost - c.budget) * frac
+            )
+        if not s.prunes:
+            return self._start_count
+        return self._start_count - int(round((self._start_count - s.target_active()) * frac))
 
     @property
     def done_pruning(self) -> bool:
@@ -168,19 +216,57 @@ class Sparsifier:
             self._end_round(r)
 
     def _end_round(self, r: int) -> None:
-        """Prune to the round's target (Eq. 4), then swap (Eqs. 5-7)."""
+        """Prune to the round's target (Eq. 4), then swap (Eqs. 5-7), within the constraints."""
         record: dict[str, Any] = {"step": self.step_count, "round": r}
-        target = self.schedule.active_after_round(r)
-        k_prune = self.num_active - target
-        if self.schedule.prunes and k_prune > 0:
-            self.active = ops.prune_lowest(self.theta.detach(), self.active, k_prune)
-            record["pruned"] = k_prune
+        c, movable = self.constraints, self._movable()
+        if self.schedule.prunes:
+            before = self.num_active
+            if c.budget is not None:
+                self._prune_to_cost(self.round_target(r))
+            else:
+                k_prune = self.num_active - int(self.round_target(r))
+                if k_prune > 0:
+                    self.active = ops.prune_lowest(
+                        self.theta.detach(), self.active, k_prune, movable
+                    )
+            if self.num_active < before:
+                record["pruned"] = before - self.num_active
         k_swap = self.schedule.swap_count(self.num_active)
+        if movable is not None:
+            free = self.active & movable
+            k_swap = min(k_swap, int(free.sum()), int((~self.active & movable).sum()))
         if k_swap > 0:
-            drop, grow = self.swap(k_swap)
+            drop, grow = self.swap(k_swap, cap=self.round_target(r))
             record["dropped"], record["regrown"] = drop.tolist(), grow.tolist()
         record["active"] = self.num_active
+        if c.budget is not None:
+            record["cost"] = self.cost
         self.history.append(record)
+
+    def _movable(self) -> Tensor | None:
+        """The selection ops' movable mask, or None when keep / forbid name no sensor."""
+        return (
+            self.constraints.movable.to(self.active.device) if self.constraints.restricts else None
+        )
+
+    def _prune_to_cost(self, target: float) -> None:
+        """Prune the fewest sensors, lowest ``|theta|`` per unit cost first, that bring the
+        active set's cost to ``target`` or below (a binary search over k: the op's picks
+        for k are a prefix of its picks for k + 1)."""
+        c = self.constraints
+        if within(self.cost, target):
+            return
+        costs = c.costs.to(self.active.device)
+        score = self.theta.detach().abs().to(torch.float64) / costs
+        movable = c.movable.to(self.active.device)
+        lo, hi = 1, int((self.active & movable).sum())
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if within(c.cost_of(ops.prune_lowest(score, self.active, mid, movable)), target):
+                hi = mid
+            else:
+                lo = mid + 1
+        self.active = ops.prune_lowest(score, self.active, lo, movable)
 
     def switch_on_gain(self, signed: bool = False) -> Tensor | None:
         """Mean ``|dL/dg|`` per sensor over the latest mask phase, ``[N]`` float64: for a
@@ -197,14 +283,27 @@ class Sparsifier:
         """Mean ``|dL/dg|`` per sensor since the last swap, ``[N]`` float64."""
         return self.grad_sum / max(self.grad_steps, 1)
 
-    def swap(self, k: int) -> tuple[Tensor, Tensor]:
-        """Drop the k active sensors of lowest mean ``|dL/dg|``, regrow the k inactive of highest.
+    def swap(self, k: int, cap: float | None = None) -> tuple[Tensor, Tensor]:
+        """Drop the k active sensors of lowest mean ``|dL/dg|``, regrow the k inactive of highest
+        (movable ones only). With a budget, a regrown sensor must fit under ``cap`` (default
+        the budget): the candidates are taken in order, each if it fits.
 
         Regrown sensors start at the mean ``|theta|`` of the active ones. Resets the
         gradient average. Returns ``(dropped, regrown)`` indices.
         """
         score = self.mean_gate_grad()
-        drop, grow = ops.select_swap(score, self.active, k)
+        drop, grow = ops.select_swap(score, self.active, k, self._movable())
+        c = self.constraints
+        if c.budget is not None:
+            cap = c.budget if cap is None else cap
+            costs = c.costs
+            total = self.cost - float(costs[drop.cpu()].sum())
+            fits = []
+            for i in grow.tolist():
+                if within(total + float(costs[i]), cap):
+                    fits.append(i)
+                    total += float(costs[i])
+            grow = torch.tensor(fits, dtype=torch.int64, device=grow.device)
         with torch.no_grad():
             keep_theta = self.theta[self.active].abs().mean()
             self.active[drop] = False
@@ -233,6 +332,8 @@ class Sparsifier:
                 "history": list(self.history),
                 "optimizer": self._optimizer.state_dict(),
                 "hparams": {"theta_lr": self.theta_lr, "l1": self.l1, "seed": self.seed},
+                "constraints": self.constraints.to_dict(),
+                "start": [self._start_count, self._start_cost],
             }
         )
 
@@ -241,6 +342,12 @@ class Sparsifier:
             raise ValueError(
                 "Sparsifier.load_state_dict: the saved schedule differs from this one: "
                 f"{state['schedule']} vs {self.schedule.to_dict()}"
+            )
+        saved = state.get("constraints")
+        if saved is not None and Constraints.from_dict(saved, self.num_sensors) != self.constraints:
+            raise ValueError(
+                "Sparsifier.load_state_dict: the saved constraints (keep / forbid / cost / "
+                "budget) differ from this sparsifier's"
             )
         with torch.no_grad():
             self.theta.copy_(state["theta"])
@@ -259,12 +366,17 @@ class Sparsifier:
         hp = state.get("hparams", {})
         self.theta_lr = hp.get("theta_lr", self.theta_lr)
         self.l1, self.seed = hp.get("l1", self.l1), hp.get("seed", self.seed)
+        if "start" in state:
+            self._start_count, self._start_cost = int(state["start"][0]), float(state["start"][1])
         self._gate = None
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str = "cpu") -> Sparsifier:
         hp = state.get("hparams", {})
-        sp = cls(Schedule(**state["schedule"]), device=device, **hp)
+        sched = Schedule(**state["schedule"])
+        saved = state.get("constraints")
+        c = None if saved is None else Constraints.from_dict(saved, sched.num_sensors)
+        sp = cls(sched, device=device, constraints=c, **hp)
         sp.load_state_dict(state)
         return sp
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
 from .config import ScheduleConfig, TrainConfig
+from .constraints import Constraints
 from .data import WindowDataset, WindowSplits
 from .metrics import evaluate as evaluate_metrics
 from .models import GatedBackbone
@@ -198,10 +199,12 @@ def fit(
     progress: Callable[[dict[str, Any]], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
+    constraints: Constraints | None = None,
 ) -> FitResult:
-    """Train ``model`` (a gated backbone) under ``scheme`` to ``sparsity``; keeps the
-    best-validation weights among epochs whose active set is final. Deterministic on CPU
-    for a seed.
+    """Train ``model`` (a gated backbone) under ``scheme`` to ``sparsity`` (with
+    ``constraints``: keep / forbid, and a budget that replaces the sparsity's count);
+    keeps the best-validation weights among epochs whose active set is final.
+    Deterministic on CPU for a seed.
 
     ``on_epoch(state)`` receives, after every epoch, the state that ``resume=state``
     continues from (weights, optimizer, schedule, sparsifier, RNGs, history).
@@ -213,7 +216,9 @@ def fit(
     n = model.num_sensors
     steps_per_epoch = len(loader)
     schedule = check_schedule(train, sched, scheme, sparsity, n, len(splits.train))
-    sp = Sparsifier(schedule, theta_lr=sched.theta_lr, l1=sched.l1, seed=seed)
+    sp = Sparsifier(
+        schedule, theta_lr=sched.theta_lr, l1=sched.l1, seed=seed, constraints=constraints
+    )
     std = torch.as_tensor(splits.std, dtype=torch.float32)
     weight = (std / std.mean())[None, None]
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)

@@ -106,6 +106,13 @@ RUN_CASES = [
     ("all-nan-val", "nan_val", [], ["validation split", "no observed"]),
     ("inf", "inf", [], ["inf (step 10, sensor 's1')"]),
     ("huge", "huge", [], ["rescale"]),
+    ("keep-and-forbid", None, ["--keep", "s0", "--forbid", "s0"], ["--keep and --forbid", "s0"]),
+    ("keep-over-k", None, ["--sparsity", "0.6", "--keep", "s0", "s1"], ["--keep names 2", "K = 1"]),
+    ("keep-unknown", None, ["--keep", "zz"], ["--keep", "unknown", "zz"]),
+    ("forbid-all", None, ["--forbid", "s0", "s1", "s2"], ["--forbid names every sensor"]),
+    ("budget-and-sparsity", None, ["--budget", "2", "--sparsity", "0.3"], ["--budget", "one"]),
+    ("budget-too-small", None, ["--budget", "0.5"], ["--budget 0.5", "no sensor fits"]),
+    ("cost-without-budget", None, ["--cost", "c.csv"], ["--cost needs --budget"]),
 ]
 
 

@@ -3,6 +3,9 @@
 //
 //   masked_smallest(score [N], eligible [N] bool, k, mode) -> int64 [k]
 //
+// (eligible: the active (or inactive) entries, and of those only the movable ones when
+// the keep / forbid constraints give a movable mask: the constraints are enforced here)
+//
 // the indices of the k eligible entries of smallest key, ordered by (key, index), where
 // key = score (mode 0), -score (mode 1) or |score| (mode 2); -0.0 == +0.0. Ties go to
 // the lower index.
@@ -17,6 +20,7 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <optional>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -117,18 +121,33 @@ at::Tensor masked_smallest(const char* op, const at::Tensor& score_in,
   return out;
 }
 
+// The entries a selection may pick: ``base`` itself, or ``base & movable``.
+at::Tensor restrict_to(const char* op, const at::Tensor& base,
+                       const std::optional<at::Tensor>& movable) {
+  if (!movable.has_value()) return base;
+  check_cpu(op, "movable", *movable);
+  TORCH_CHECK(movable->scalar_type() == at::kBool && movable->sizes() == base.sizes(), op,
+              ": movable must be a bool tensor shaped like active");
+  return base.logical_and(*movable);
+}
+
 std::tuple<at::Tensor, at::Tensor> select_swap_cpu(const at::Tensor& score,
-                                                    const at::Tensor& active, int64_t k) {
+                                                    const at::Tensor& active, int64_t k,
+                                                    const std::optional<at::Tensor>& movable) {
   const char* op = "dynst_fast::select_swap";
   check_cpu(op, "active", active);
   TORCH_CHECK(active.scalar_type() == at::kBool, op, ": active must be a bool tensor");
-  return {masked_smallest(op, score, active, k, kSmallest),
-          masked_smallest(op, score, active.logical_not(), k, kLargest)};
+  return {masked_smallest(op, score, restrict_to(op, active, movable), k, kSmallest),
+          masked_smallest(op, score, restrict_to(op, active.logical_not(), movable), k,
+                          kLargest)};
 }
 
-at::Tensor prune_lowest_cpu(const at::Tensor& score, const at::Tensor& active, int64_t k) {
+at::Tensor prune_lowest_cpu(const at::Tensor& score, const at::Tensor& active, int64_t k,
+                            const std::optional<at::Tensor>& movable) {
   const char* op = "dynst_fast::prune_lowest";
-  at::Tensor drop = masked_smallest(op, score, active, k, kSmallestAbs);
+  check_cpu(op, "active", active);
+  TORCH_CHECK(active.scalar_type() == at::kBool, op, ": active must be a bool tensor");
+  at::Tensor drop = masked_smallest(op, score, restrict_to(op, active, movable), k, kSmallestAbs);
   at::Tensor out = active.clone(at::MemoryFormat::Contiguous);
   bool* o = out.data_ptr<bool>();
   const int64_t* d = drop.data_ptr<int64_t>();

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ..config import ScheduleConfig
+from ..constraints import Constraints
 from ..schedule import Schedule
 from ..sparsifier import Sparsifier
 
@@ -51,6 +52,7 @@ class DynSTCallback(pl.Callback):
         sparsity, scheme: override the ``ScheduleConfig``'s.
         attr: the module attribute that holds the gated backbone.
         theta_lr, l1, seed: the sparsifier's (default: the ``ScheduleConfig``'s).
+        constraints: keep / forbid / cost + budget (``dynst_fast.constraints``), or None.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class DynSTCallback(pl.Callback):
         theta_lr: float | None = None,
         l1: float | None = None,
         seed: int = 0,
+        constraints: Constraints | None = None,
     ) -> None:
         if not isinstance(schedule, (Schedule, ScheduleConfig)):
             raise TypeError(
@@ -73,7 +76,7 @@ class DynSTCallback(pl.Callback):
         self.schedule, self.sparsity, self.scheme, self.attr = schedule, sparsity, scheme, attr
         self.theta_lr = cfg.theta_lr if theta_lr is None else theta_lr
         self.l1 = cfg.l1 if l1 is None else l1
-        self.seed = seed
+        self.seed, self.constraints = seed, constraints
         self.sparsifier: Sparsifier | None = None
         self._module: pl.LightningModule | None = None
         self._pending: dict[str, Any] | None = None
@@ -119,7 +122,14 @@ class DynSTCallback(pl.Callback):
                 sched = Schedule.from_config(
                     self.schedule, n, total, scheme=self.scheme, sparsity=self.sparsity
                 )
-            sp = Sparsifier(sched, theta_lr=self.theta_lr, l1=self.l1, seed=self.seed, device=dev)
+            sp = Sparsifier(
+                sched,
+                theta_lr=self.theta_lr,
+                l1=self.l1,
+                seed=self.seed,
+                device=dev,
+                constraints=self.constraints,
+            )
         if sp.num_sensors != n:
             raise ValueError(
                 f"DynSTCallback: the schedule is for {sp.num_sensors} sensors but the "

@@ -57,12 +57,12 @@ def check_index(index: object, n: int, op: str, *, allow_empty: bool = False) ->
     return index.to(torch.int64)
 
 
-def check_mask(active: object, n: int, op: str) -> Tensor:
-    active = check_tensor("active", active, op)
+def check_mask(active: object, n: int, op: str, name: str = "active") -> Tensor:
+    active = check_tensor(name, active, op)
     if active.dtype != torch.bool:
-        raise TypeError(f"{op}: active must be a bool tensor, got {active.dtype}")
+        raise TypeError(f"{op}: {name} must be a bool tensor, got {active.dtype}")
     if active.shape != (n,):
-        raise ValueError(f"{op}: active must have shape [{n}], got {tuple(active.shape)}")
+        raise ValueError(f"{op}: {name} must have shape [{n}], got {tuple(active.shape)}")
     return active
 
 
@@ -74,6 +74,15 @@ def check_scores(score: object, active: object, op: str) -> Tensor:
     active = check_mask(active, score.numel(), op)
     check_same_device(op, score=score, active=active)
     return active
+
+
+def check_movable(movable: object, active: Tensor, op: str) -> Tensor | None:
+    """None, or a ``[N]`` bool mask like ``active`` on its device."""
+    if movable is None:
+        return None
+    movable = check_mask(movable, active.numel(), op, name="movable")
+    check_same_device(op, active=active, movable=movable)
+    return movable
 
 
 def check_no_nan(name: str, t: Tensor, op: str) -> None:

@@ -74,20 +74,26 @@ def _ordered_pick(key: Tensor, eligible: Tensor, k: int) -> Tensor:
     return idx[order[:k]]
 
 
-def select_swap(score: Tensor, active: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The ``k`` lowest-score active and the ``k`` highest-score inactive sensors.
+def select_swap(
+    score: Tensor, active: Tensor, k: int, movable: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` lowest-score active and the ``k`` highest-score inactive sensors (of the
+    ``movable`` ones only, if given).
 
     Returns ``(drop[k], grow[k])`` int64, each ordered from the most extreme score,
     ties broken towards the lower index. Scores are compared as given (pass
     ``|grad|`` for DynST's Eqs. 5-6).
     """
     s = score.detach().to(torch.float64)
-    return _ordered_pick(s, active, k), _ordered_pick(-s, ~active, k)
+    m = torch.ones_like(active) if movable is None else movable
+    return _ordered_pick(s, active & m, k), _ordered_pick(-s, ~active & m, k)
 
 
-def prune_lowest(score: Tensor, active: Tensor, k: int) -> Tensor:
-    """New active mask without the ``k`` active sensors of lowest ``|score|`` (Eq. 4)."""
-    drop = _ordered_pick(score.detach().abs().to(torch.float64), active, k)
+def prune_lowest(score: Tensor, active: Tensor, k: int, movable: Tensor | None = None) -> Tensor:
+    """New active mask without the ``k`` active sensors of lowest ``|score|`` (Eq. 4),
+    pruning ``movable`` sensors only if given."""
+    pool = active if movable is None else active & movable
+    drop = _ordered_pick(score.detach().abs().to(torch.float64), pool, k)
     out = active.clone()
     out[drop] = False
     return out

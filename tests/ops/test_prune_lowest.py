@@ -25,20 +25,24 @@ backend = backend_fixture()
 
 
 def samples(device: str, blocks: bool = True):
-    """``(score, active, k)`` of ``ops.prune_lowest``: magnitude ties (-0.1 vs 0.1),
-    infinities, k = 0 and k = |active|, several blocks, float16 to float64."""
+    """``(score, active, k[, movable])`` of ``ops.prune_lowest``: magnitude ties (-0.1 vs
+    0.1), infinities, k = 0 and k = |active|, several blocks, float16 to float64, with and
+    without a movable mask (kept sensors are not movable)."""
     g = torch.Generator().manual_seed(4)
     for dtype in (torch.float16, torch.float32, torch.float64):
         score = torch.tensor([-0.1, 0.5, -3.0, 0.1, 0.2, 0.0, float("inf"), -float("inf")])
         active = torch.tensor([True, True, True, True, True, False, True, True])
         for k in (0, 2, 7):
             yield score.to(device, dtype), active.to(device), k
+        movable = torch.tensor([False, True, True, False, True, True, True, True])
+        yield score.to(device, dtype), active.to(device), 3, movable.to(device)
         if not blocks:
             continue
         n = 2 * 4096 + 17
         score = (torch.randint(-50, 50, (n,), generator=g).to(dtype) / 8).to(device)
         active = (torch.rand(n, generator=g) < 0.4).to(device)
         yield score, active, 1000
+        yield score, active, 1000, (torch.rand(n, generator=g) < 0.8).to(device)
 
 
 def test_values(backend):

@@ -25,20 +25,25 @@ backend = backend_fixture()
 
 
 def samples(device: str, blocks: bool = True):
-    """``(score, active, k)`` of ``ops.select_swap``: ties, +-0.0 and infinities, k = 0,
-    k = |active| = |inactive|, several blocks of the Triton select, float16 to float64."""
+    """``(score, active, k[, movable])`` of ``ops.select_swap``: ties, +-0.0 and
+    infinities, k = 0, k = |active| = |inactive|, several blocks of the Triton select,
+    float16 to float64, with and without a movable mask (keep / forbid constraints)."""
     g = torch.Generator().manual_seed(3)
     for dtype in (torch.float16, torch.float32, torch.float64):
         score = torch.tensor([1.0, 0.0, -0.0, 1.0, 2.0, 2.0, 0.0, float("inf"), -float("inf")])
         active = torch.tensor([True, True, True, False, False, False, True, True, False])
         for k in (0, 2, 4):
             yield score.to(device, dtype), active.to(device), k
+        # the lowest active (1, 2) and the highest inactive (4, 5) are not movable
+        movable = torch.tensor([True, False, False, True, False, False, True, True, True])
+        yield score.to(device, dtype), active.to(device), 2, movable.to(device)
         if not blocks:
             continue
         n = 2 * 4096 + 17
         score = (torch.randint(-50, 50, (n,), generator=g).to(dtype) / 8).to(device)
         active = (torch.rand(n, generator=g) < 0.4).to(device)
         yield score, active, 333
+        yield score, active, 333, (torch.rand(n, generator=g) < 0.7).to(device)
 
 
 def test_values(backend):
@@ -182,6 +187,50 @@ def test_select_swap_and_prune_match_brute_force(backend, score, data, dtype):
     gone = set(brute_pick([abs(v) for v in score], active, kp, 1.0))
     expect = [bool(active[i]) and i not in gone for i in range(n)]
     assert ops.prune_lowest(s, a, kp).tolist() == expect
+
+
+@SMALL
+@given(
+    score=st.lists(VALUES, min_size=1, max_size=40),
+    data=st.data(),
+    dtype=st.sampled_from([torch.float16, torch.float32, torch.float64]),
+)
+def test_movable_mask_matches_brute_force(backend, score, data, dtype):
+    """With a movable mask the kernels pick among movable sensors only: an unmovable one
+    is never dropped, grown or pruned, whatever its score."""
+    n = len(score)
+    active = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    movable = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    drop_pool = [a and m for a, m in zip(active, movable, strict=True)]
+    grow_pool = [(not a) and m for a, m in zip(active, movable, strict=True)]
+    k = data.draw(st.integers(0, min(sum(drop_pool), sum(grow_pool))))
+    s = torch.tensor(score, dtype=dtype, device=backend)
+    a = torch.tensor(active, device=backend)
+    mv = torch.tensor(movable, device=backend)
+    drop, grow = ops.select_swap(s, a, k, mv)
+    assert drop.tolist() == brute_pick(score, drop_pool, k, 1.0)
+    assert grow.tolist() == brute_pick(score, grow_pool, k, -1.0)
+    kp = data.draw(st.integers(0, sum(drop_pool)))
+    gone = set(brute_pick([abs(v) for v in score], drop_pool, kp, 1.0))
+    expect = [bool(active[i]) and i not in gone for i in range(n)]
+    assert ops.prune_lowest(s, a, kp, mv).tolist() == expect
+
+
+def test_movable_mask_limits_and_errors():
+    score = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    active = torch.tensor([True, True, False, False])
+    movable = torch.tensor([False, True, True, False])
+    drop, grow = ops.select_swap(score, active, 1, movable)
+    assert drop.tolist() == [1] and grow.tolist() == [2]  # not 0 (kept) nor 3 (forbidden)
+    assert ops.prune_lowest(score, active, 1, movable).tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match="larger than the 1 movable active"):
+        ops.select_swap(score, active, 2, movable)
+    with pytest.raises(ValueError, match="larger than the 1 movable active"):
+        ops.prune_lowest(score, active, 2, movable)
+    with pytest.raises(TypeError, match="movable must be a bool"):
+        ops.select_swap(score, active, 1, movable.float())
+    with pytest.raises(ValueError, match="movable must have shape"):
+        ops.prune_lowest(score, active, 1, movable[:3])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
