@@ -54,8 +54,10 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
 def _bench_parser(b: argparse.ArgumentParser) -> None:
     b.description = (
         "Measure the latency and throughput of a run's dense and compacted models, in "
-        "PyTorch and in onnxruntime (verified exports), at several batch sizes, side by "
-        "side in one process; write <out>.md, <out>.json and <out>.png."
+        "PyTorch (eager and through the inference fast path, compiled once per batch "
+        "size for dense and compacted alike) and in onnxruntime (verified exports), at "
+        "several batch sizes, side by side in one process; write <out>.md, <out>.json "
+        "and <out>.png."
     )
     b.add_argument("run_dir", help="a `dynst run` directory")
     b.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
@@ -66,6 +68,12 @@ def _bench_parser(b: argparse.ArgumentParser) -> None:
         choices=("disable", "basic", "extended", "all"),
         default="all",
         help="onnxruntime graph optimisation level",
+    )
+    b.add_argument(
+        "--fast-path",
+        choices=("aoti", "compile", "none"),
+        default="aoti",
+        help="the PyTorch fast path: AOTInductor (default), torch.compile, or none",
     )
     b.add_argument("--out", help="output path without suffix (default: RUN_DIR/latency)")
 
@@ -256,15 +264,23 @@ def _bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    fast = None if args.fast_path == "none" else args.fast_path
     rows = latency.measure(
-        args.run_dir, tuple(args.batches), args.repeats, optimization=args.graph_optimization
+        args.run_dir,
+        tuple(args.batches),
+        args.repeats,
+        optimization=args.graph_optimization,
+        fast=fast,
     )
     note = (
         f"Machine: {latency.machine_line()}. Median of {args.repeats} interleaved rounds "
-        "after 5 warm-up calls, one process; torch's dense/compacted pair and onnxruntime's "
-        f"are interleaved separately; onnxruntime graph optimisation {args.graph_optimization}. "
+        "after 5 warm-up calls, one process; each engine's dense/compacted pair (eager "
+        "torch, the fast path, onnxruntime) is interleaved on its own; fast path "
+        f"{args.fast_path}; onnxruntime graph optimisation {args.graph_optimization}. "
         f"Command: `dynst bench {args.run_dir} --batches {' '.join(map(str, args.batches))} "
-        f"--repeats {args.repeats}`."
+        f"--repeats {args.repeats}"
+        + (f" --threads {args.threads}" if args.threads is not None else "")
+        + f" --fast-path {args.fast_path}`."
     )
     written = latency.write(out, rows, note)
     print(latency.table(rows))

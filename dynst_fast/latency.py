@@ -1,10 +1,12 @@
 """``dynst bench RUN_DIR``: latency and throughput of a run's dense and compacted models,
 in PyTorch and in onnxruntime, at several batch sizes, measured side by side.
 
-The models are the deployable ones (``deploy.py``: original units in and out) and their
-verified ONNX exports. Each engine's dense / compacted pair is interleaved on its own
-(torch's OpenMP workers keep spinning after a call, which would slow an onnxruntime call
-that follows at once). The figures are medians (``timing.side_by_side``).
+The models are the deployable ones (``deploy.py``: original units in and out), the same
+through the inference fast path (``fast_path.FastPath``: compiled once per batch size,
+dense and compacted alike), and their verified ONNX exports. Each engine's pair (eager
+torch, fast path, onnxruntime) is interleaved on its own: one engine's thread pool keeps
+spinning after a call and would slow another's call that follows at once. The figures
+are medians (``timing.side_by_side``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from .artifacts import load_run, write_atomic, write_json
 from .deploy import deployable, example_inputs
 from .export import export_run
+from .fast_path import FastPath
 from .serve import make_session
 from .timing import side_by_side
 
@@ -33,9 +36,11 @@ def measure(
     warmup: int = 5,
     threads: int | None = None,
     optimization: str = "all",
+    fast: str | None = "aoti",
 ) -> list[dict[str, Any]]:
-    """One row per batch size: ms per call of torch / onnxruntime, dense / compacted,
-    the speedups, microseconds per forecast and forecasts per second. onnxruntime gets
+    """One row per batch size: ms per call of torch (eager, and through the fast path
+    with backend ``fast`` unless None) and onnxruntime, dense / compacted, the
+    speedups, microseconds per forecast and forecasts per second. onnxruntime gets
     ``threads`` intra-op threads (default: torch's thread count)."""
     for b in batches:
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
@@ -53,18 +58,25 @@ def measure(
         modules = {kind: deployable(bundle, dense=kind == "dense") for kind in paths}
         for b in batches:
             xs = {k: _batch(bundle, idx, b) for k, (_, idx) in modules.items()}
-            fns: dict[str, dict] = {"torch": {}, "ort": {}}
+            fns: dict[str, dict] = {"torch": {}, "fast": {}, "ort": {}}
             for kind in ("dense", "compact"):
                 module, x = modules[kind][0], xs[kind]
                 feed = {"x": x.numpy()}
                 fns["torch"][f"torch_{kind}"] = lambda m=module, x=x: m(x)
+                if fast is not None:
+                    f = FastPath(module, (x,), backend=fast)
+                    fns["fast"][f"fast_{kind}"] = lambda f=f, x=x: f(x)
                 fns["ort"][f"ort_{kind}"] = lambda s=sessions[kind], f=feed: s.run(None, f)
-            t = {
+            t = {  # each engine on its own: thread pools of another would still be spinning
                 **side_by_side(fns["torch"], repeats, warmup),
+                **(side_by_side(fns["fast"], repeats, warmup) if fns["fast"] else {}),
                 **side_by_side(fns["ort"], repeats, warmup, threads=threads),
             }
             torch_speedup = t["torch_dense"] / t["torch_compact"]
             ort_speedup = t["ort_dense"] / t["ort_compact"]
+            extra = {}
+            if fast is not None:
+                extra = {"fast_backend": fast, "fast_speedup": t["fast_dense"] / t["fast_compact"]}
             rows.append(
                 {
                     "run": Path(run_dir).name,
@@ -79,6 +91,7 @@ def measure(
                     "torch_speedup": torch_speedup,
                     "ort_speedup": ort_speedup,
                     "ort_over_torch_speedup": ort_speedup / torch_speedup,
+                    **extra,
                 }
             )
     return rows
@@ -104,15 +117,23 @@ def machine_line(threads: int | None = None) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table of :func:`measure`'s rows."""
+    fast = "fast_speedup" in rows[0]
     head = (
-        "| batch | torch dense / compact µs per forecast | torch speedup | ort dense / compact "
-        "µs per forecast | ort speedup | ort / torch speedup | compact forecasts/s (torch, ort) |\n"
-        "|---|---|---|---|---|---|---|\n"
+        "| batch | torch dense / compact µs per forecast | torch speedup | "
+        + ("fast path dense / compact µs | fast path speedup | " if fast else "")
+        + "ort dense / compact µs per forecast | ort speedup | ort / torch speedup | "
+        "compact forecasts/s (torch, ort) |\n" + "|---" * (9 if fast else 7) + "|\n"
     )
     body = "".join(
         f"| {r['batch']} | {r['torch_dense_us_per_forecast']:.1f} / "
         f"{r['torch_compact_us_per_forecast']:.1f} | {r['torch_speedup']:.2f}x | "
-        f"{r['ort_dense_us_per_forecast']:.1f} / {r['ort_compact_us_per_forecast']:.1f} | "
+        + (
+            f"{r['fast_dense_us_per_forecast']:.1f} / {r['fast_compact_us_per_forecast']:.1f} "
+            f"| {r['fast_speedup']:.2f}x | "
+            if fast
+            else ""
+        )
+        + f"{r['ort_dense_us_per_forecast']:.1f} / {r['ort_compact_us_per_forecast']:.1f} | "
         f"{r['ort_speedup']:.2f}x | {r['ort_over_torch_speedup']:.0%} | "
         f"{r['torch_compact_per_s']:.0f}, {r['ort_compact_per_s']:.0f} |\n"
         for r in rows
@@ -146,9 +167,13 @@ def _picture(path: Path, rows: list[dict[str, Any]]) -> None:
     for key, label, style in (
         ("torch_dense", "PyTorch dense", ("tab:blue", "--")),
         ("torch_compact", "PyTorch compacted", ("tab:blue", "-")),
+        ("fast_dense", "PyTorch fast path dense", ("tab:green", "--")),
+        ("fast_compact", "PyTorch fast path compacted", ("tab:green", "-")),
         ("ort_dense", "onnxruntime dense", ("tab:orange", "--")),
         ("ort_compact", "onnxruntime compacted", ("tab:orange", "-")),
     ):
+        if f"{key}_us_per_forecast" not in rows[0]:
+            continue
         us = [r[f"{key}_us_per_forecast"] for r in rows]
         ax.plot(b, us, marker="o", color=style[0], ls=style[1], label=label)
     ax.set_xscale("log", base=2)

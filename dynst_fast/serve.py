@@ -322,6 +322,9 @@ def make_session(model: str | os.PathLike, threads: int | None = None, optimizat
     ):
         raise PredictError(f"--threads must be a positive integer, got {threads!r}")
     so = ort.SessionOptions()
+    # errors only: the alive input's default (an initializer that is also an input, so
+    # a call may override it) makes onnxruntime warn on every session otherwise
+    so.log_severity_level = 3
     if threads is not None:
         so.intra_op_num_threads = threads
     so.graph_optimization_level = {

@@ -236,7 +236,8 @@ def test_dynst_run_end_to_end(shared_data, tmp_path, name):
     from dynst_fast.cli import main
 
     out = tmp_path / "run"
-    argv = ["run", "--data", str(shared_data / name), "--horizon", "3", "--epochs", "2"]
+    argv = ["run", "--data", str(shared_data / name), "--horizon", "3", "--epochs", "2",
+            "--hidden", "8", "--time-repeats", "1", "--time-warmup", "0"]  # fmt: skip
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_sensors"] == (207 if "metr" in name else 20)

@@ -18,7 +18,8 @@ import torch
 from dynst_fast import artifacts
 from dynst_fast.cli import main
 
-ARGV = ["run", "--epochs", "4", "--horizon", "3", "--hidden", "8", "--also", "random",
+ARGV = ["run", "--epochs", "2", "--rounds", "3", "--horizon", "3", "--hidden", "8",
+        "--also", "random",
         "--time-repeats", "2", "--time-warmup", "1", "--quiet"]  # fmt: skip
 TIMING_KEYS = {"infer_ms", "dense_infer_ms", "speedup", "measured_ratio", "train_seconds",
                "seconds", "timing"}  # fmt: skip
@@ -102,15 +103,15 @@ def test_sigkill_in_the_middle_of_training_then_resume(reference_run, tmp_path) 
 
 @pytest.mark.slow
 def test_ctrl_c_then_resume(reference_run, tmp_path, monkeypatch, capsys) -> None:
-    """Ctrl-C right after the sixth epoch's checkpoint (the dynst training's second; the
-    dense training's four come first): exit code 130, and the resumed run matches."""
+    """Ctrl-C right after the third epoch's checkpoint (the dynst training's first; the
+    dense training's two come first): exit code 130, and the resumed run matches."""
     out = tmp_path / "interrupted"
     real, calls = artifacts.save_progress, []
 
     def save_then_interrupt(*args, **kwargs):
         real(*args, **kwargs)
         calls.append(1)
-        if len(calls) == 7:  # the first save is the empty state before training
+        if len(calls) == 4:  # the first save is the empty state before training
             raise KeyboardInterrupt
 
     monkeypatch.setattr(artifacts, "save_progress", save_then_interrupt)
