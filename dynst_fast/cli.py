@@ -71,9 +71,10 @@ def _bench_parser(b: argparse.ArgumentParser) -> None:
     )
     b.add_argument(
         "--fast-path",
-        choices=("aoti", "compile", "none"),
+        choices=("aoti", "compile", "eager", "none"),
         default="aoti",
-        help="the PyTorch fast path: AOTInductor (default), torch.compile, or none",
+        help="the PyTorch fast path: AOTInductor (default), torch.compile, eager (checks "
+        "once, no compiler needed), or none",
     )
     b.add_argument("--out", help="output path without suffix (default: RUN_DIR/latency)")
 
