@@ -304,6 +304,8 @@ class Sparsifier:
                     fits.append(i)
                     total += float(costs[i])
             grow = torch.tensor(fits, dtype=torch.int64, device=grow.device)
+            if self.num_active - drop.numel() + grow.numel() < 1:  # nothing fits: keep one
+                drop = drop[: self.num_active - 1]
         with torch.no_grad():
             keep_theta = self.theta[self.active].abs().mean()
             self.active[drop] = False

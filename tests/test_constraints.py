@@ -265,3 +265,15 @@ def test_run_contradiction_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="--budget replaces --sparsity"):
         run(_tiny(tmp_path / "r", sparsity=0.5, budget=3.0))
     assert not (tmp_path / "r").exists()
+
+
+def test_a_budget_swap_never_empties_the_active_set():
+    """One sensor left and no candidate that fits the budget: the swap keeps it."""
+    sched = Schedule("fixed", 3, 0.6, rounds=2, network_steps=1, mask_steps=1, swap_fraction=0.5)
+    cost = torch.tensor([1.0, 5.0, 5.0], dtype=torch.float64)
+    z = torch.zeros(3, dtype=torch.bool)
+    sp = Sparsifier(sched, constraints=Constraints(z, z.clone(), cost, 1.5), seed=0)
+    assert sp.active.tolist() == [True, False, False]
+    _drive(sp, torch.Generator().manual_seed(0), lambda s: None)
+    assert sp.active.tolist() == [True, False, False]
+    assert all(h["dropped"] == [] and h["regrown"] == [] for h in sp.history)
