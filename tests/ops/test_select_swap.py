@@ -172,41 +172,22 @@ VALUES = st.sampled_from([0.0, -0.0, 0.5, 1.0, -1.0, 2.0, float("inf"), -float("
     score=st.lists(VALUES, min_size=1, max_size=40),
     data=st.data(),
     dtype=st.sampled_from([torch.float16, torch.float32, torch.float64]),
+    with_mask=st.booleans(),
 )
-def test_select_swap_and_prune_match_brute_force(backend, score, data, dtype):
-    n = len(score)
-    active = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
-    n_act = sum(active)
-    k = data.draw(st.integers(0, min(n_act, n - n_act)))
-    s = torch.tensor(score, dtype=dtype, device=backend)
-    a = torch.tensor(active, device=backend)
-    drop, grow = ops.select_swap(s, a, k)
-    assert drop.tolist() == brute_pick(score, active, k, 1.0)
-    assert grow.tolist() == brute_pick(score, [not v for v in active], k, -1.0)
-    kp = data.draw(st.integers(0, n_act))
-    gone = set(brute_pick([abs(v) for v in score], active, kp, 1.0))
-    expect = [bool(active[i]) and i not in gone for i in range(n)]
-    assert ops.prune_lowest(s, a, kp).tolist() == expect
-
-
-@SMALL
-@given(
-    score=st.lists(VALUES, min_size=1, max_size=40),
-    data=st.data(),
-    dtype=st.sampled_from([torch.float16, torch.float32, torch.float64]),
-)
-def test_movable_mask_matches_brute_force(backend, score, data, dtype):
+def test_select_swap_and_prune_match_brute_force(backend, score, data, dtype, with_mask):
     """With a movable mask the kernels pick among movable sensors only: an unmovable one
-    is never dropped, grown or pruned, whatever its score."""
+    is never dropped, grown or pruned, whatever its score (no mask: every one movable)."""
     n = len(score)
     active = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
-    movable = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    movable = (
+        data.draw(st.lists(st.booleans(), min_size=n, max_size=n)) if with_mask else [True] * n
+    )
     drop_pool = [a and m for a, m in zip(active, movable, strict=True)]
     grow_pool = [(not a) and m for a, m in zip(active, movable, strict=True)]
     k = data.draw(st.integers(0, min(sum(drop_pool), sum(grow_pool))))
     s = torch.tensor(score, dtype=dtype, device=backend)
     a = torch.tensor(active, device=backend)
-    mv = torch.tensor(movable, device=backend)
+    mv = torch.tensor(movable, device=backend) if with_mask else None
     drop, grow = ops.select_swap(s, a, k, mv)
     assert drop.tolist() == brute_pick(score, drop_pool, k, 1.0)
     assert grow.tolist() == brute_pick(score, grow_pool, k, -1.0)
