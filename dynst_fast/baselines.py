@@ -15,11 +15,14 @@ metrics, in original units (plus SSIM and PSNR on grids). On Los-loop,
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import Tensor
 
 from .data.windows import WindowDataset, WindowSplits
 from .sensors import SensorSpace
+from .train import eval_loader, metric_stream
 
 __all__ = ["last_value_forecast", "LinearAR", "persistence_baseline", "linear_ar_baseline"]
 __all__ += ["run_baselines"]
@@ -59,21 +62,38 @@ class LinearAR:
 
     def fit(self, x: Tensor, y: Tensor) -> LinearAR:
         """Fit on ``x [W, t_in, N, C]`` (no NaN) and ``y [W, t_out, N, C]`` (NaN = missing)."""
-        if x.dim() != 4 or y.dim() != 4 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
-            raise ValueError(f"bad shapes x {tuple(x.shape)}, y {tuple(y.shape)}")
-        w_, to, n, c = y.shape
-        f = self._features(x)  # [W, N, F]
-        t = y.permute(0, 2, 1, 3).reshape(w_, n, to * c).to(torch.float64)
-        ok = (~torch.isnan(t)).all(dim=2).to(f.dtype)  # [W, N]
-        if bool((ok.sum(0) == 0).any()):
+        return self.fit_batches([(x, y)])
+
+    def fit_batches(self, batches: Iterable[tuple[Tensor, Tensor]]) -> LinearAR:
+        """:meth:`fit` on the windows of several batches ``(x, y)``, accumulating the
+        normal equations batch by batch (the windows are never all in memory)."""
+        gram = rhs = seen = None
+        for x, y in batches:
+            if (
+                x.dim() != 4
+                or y.dim() != 4
+                or x.shape[0] != y.shape[0]
+                or x.shape[2:] != y.shape[2:]
+            ):
+                raise ValueError(f"bad shapes x {tuple(x.shape)}, y {tuple(y.shape)}")
+            w_, to, n, c = y.shape
+            f = self._features(x)  # [W, N, F]
+            t = y.permute(0, 2, 1, 3).reshape(w_, n, to * c).to(torch.float64)
+            ok = (~torch.isnan(t)).all(dim=2).to(f.dtype)  # [W, N]
+            fw = f * ok[..., None]
+            g = torch.einsum("wnf,wng->nfg", fw, f)
+            r = torch.einsum("wnf,wng->nfg", fw, torch.nan_to_num(t) * ok[..., None])
+            if gram is None:
+                gram, rhs, seen = g, r, ok.sum(0)
+            else:
+                gram, rhs, seen = gram + g, rhs + r, seen + ok.sum(0)
+            self.t_out = to
+        if gram is None:
+            raise ValueError("LinearAR: no training windows")
+        if bool((seen == 0).any()):
             raise ValueError("LinearAR: a sensor has no training window with complete targets")
-        t = torch.nan_to_num(t) * ok[..., None]
-        fw = f * ok[..., None]
-        gram = torch.einsum("wnf,wng->nfg", fw, f)
-        gram = gram + self.ridge * torch.eye(f.shape[2], dtype=f.dtype)
-        rhs = torch.einsum("wnf,wng->nfg", fw, t)
+        gram = gram + self.ridge * torch.eye(gram.shape[-1], dtype=gram.dtype)
         self.weight = torch.linalg.solve(gram, rhs)
-        self.t_out = to
         return self
 
     def predict(self, x: Tensor) -> Tensor:
@@ -85,27 +105,35 @@ class LinearAR:
         return out.reshape(b, n, self.t_out, c).permute(0, 2, 1, 3).to(x.dtype)
 
 
-def _score(splits: WindowSplits, space: SensorSpace, pred: Tensor, y: Tensor) -> dict:
-    """The space's whole-field metrics in original units (float64)."""
-    return space.metrics(splits.denormalize(pred.to(torch.float64)), splits.denormalize(y.double()))
+def _score(
+    splits: WindowSplits,
+    space: SensorSpace,
+    data: WindowDataset,
+    forecast: Callable[[Tensor], Tensor],
+) -> dict:
+    """The space's whole-field metrics (original units, float64) of ``forecast(x)`` on
+    ``data``, batch by batch."""
+    acc = metric_stream(space, splits, data)
+    for x, y in eval_loader(data):
+        pred = forecast(x).to(torch.float64)
+        acc.update(splits.denormalize(pred), splits.denormalize(y.double()))
+    return acc.result()
 
 
 def persistence_baseline(splits: WindowSplits, space: SensorSpace, split: str = "test") -> dict:
     """Metrics (original units) of the last-value forecast on ``split``."""
-    data: WindowDataset = getattr(splits, split)
-    x, y = data.tensors()
-    return _score(splits, space, last_value_forecast(x, splits.t_out), y)
+    data = getattr(splits, split)
+    return _score(splits, space, data, lambda x: last_value_forecast(x, splits.t_out))
 
 
 def linear_ar_baseline(
     splits: WindowSplits, space: SensorSpace, split: str = "test", ridge: float = 1e-3
 ) -> dict:
     """Metrics (original units) of `LinearAR` fitted on train, scored on ``split``."""
-    x_tr, y_tr = splits.train.tensors()
-    data: WindowDataset = getattr(splits, split)
-    x, y = data.tensors()
-    model = LinearAR(ridge).fit(space.cells(x_tr), space.cells(y_tr))
-    return _score(splits, space, space.from_cells(model.predict(space.cells(x)), y), y)
+    train = ((space.cells(x), space.cells(y)) for x, y in eval_loader(splits.train))
+    model = LinearAR(ridge).fit_batches(train)
+    data = getattr(splits, split)
+    return _score(splits, space, data, lambda x: space.from_cells(model.predict(space.cells(x)), x))
 
 
 def run_baselines(splits: WindowSplits, space: SensorSpace, split: str = "test") -> dict[str, dict]:

@@ -100,6 +100,13 @@ def _run_parser(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file")
     r.add_argument(
+        "--nproc",
+        type=int,
+        metavar="P",
+        help="train with DistributedDataParallel on P local processes (gloo, one thread "
+        "each; --batch-size is then per process); under torchrun, leave it out",
+    )
+    r.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue the interrupted run in RUN_DIR with its own settings",
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser(command).parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (already printed, one line)
         return exc.code if isinstance(exc.code, int) else 2
+    args.argv = argv
     handler = {
         "run": _run,
         "export": _export,
@@ -186,7 +194,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _fail(command: str, message: object) -> int:
-    print(f"dynst {command}: error: {message}", file=sys.stderr)
+    world = os.environ.get("WORLD_SIZE", "1")
+    where = f" (rank {os.environ.get('RANK', '?')} of {world})" if world not in ("", "1") else ""
+    print(f"dynst {command}: error{where}: {message}", file=sys.stderr)
     return 2
 
 
@@ -196,6 +206,15 @@ def _run(args: argparse.Namespace) -> int:
     from .config import RunConfig, apply_arguments, given_settings
     from .run import RunInterrupted, format_table, run
 
+    if args.nproc is not None:
+        if args.nproc < 1:
+            return _fail("run", f"--nproc must be a positive integer, got {args.nproc}")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return _fail("run", "--nproc: this process was started by torchrun already")
+        if args.nproc > 1:
+            from .distributed import launch
+
+            return launch(args.nproc, _without_nproc(args.argv))
     try:
         if args.resume:
             extra = [f for f in given_settings(args) if f != "--quiet"]
@@ -216,9 +235,24 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    if "rank" in metrics:  # another rank than 0: rank 0 reports and writes the run
+        return 0
     print(format_table(metrics))
     print(f"\nrun directory: {metrics['out']}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--nproc P`` / ``--nproc=P``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -45,7 +45,8 @@ class DataConfig:
     path: str | None = setting(
         None,
         "graph data directory or values file, or grid data (.npy [T, H, W] or [T, C, H, W], "
-        "or a directory holding one) (default: the synthetic planted sensor network, or the "
+        "or a directory holding one), or synthetic:N[:T] (the planted sensor network with N "
+        "sensors over T steps) (default: the synthetic planted sensor network, or the "
         "synthetic planted grid for image models)",
         flag="--data",
     )

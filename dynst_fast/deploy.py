@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from .artifacts import RunBundle
 from .models.base import takes_alive
+from .train import eval_loader
 
 
 class _Ungated(nn.Module):
@@ -53,9 +54,14 @@ class NoCompleteWindow(ValueError):
 def example_inputs(bundle: RunBundle, index: Tensor, max_windows: int = 64) -> Tensor:
     """Real test windows in original units, as the deployable model takes them (the
     input sensors only), without NaN, float32."""
-    x, _ = bundle.splits.test.tensors()
-    x = bundle.splits.denormalize(x.to(torch.float32))
-    x = x[torch.isfinite(x).flatten(1).all(dim=1)][:max_windows]
-    if x.shape[0] == 0:
+    kept, count = [], 0
+    for x, _ in eval_loader(bundle.splits.test):  # batch by batch, until enough are found
+        x = bundle.splits.denormalize(x.to(torch.float32))
+        x = x[torch.isfinite(x).flatten(1).all(dim=1)][: max_windows - count]
+        kept.append(x)
+        count += x.shape[0]
+        if count >= max_windows:
+            break
+    if count == 0:
         raise NoCompleteWindow("no complete (NaN-free) test window to check the model on")
-    return bundle.space.serving_input(x, index)
+    return bundle.space.serving_input(torch.cat(kept), index)

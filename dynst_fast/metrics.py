@@ -26,7 +26,7 @@ from torch import Tensor
 ArrayLike = Tensor | np.ndarray
 
 __all__ = ["mae", "rmse", "mse", "masked_mae", "masked_rmse", "per_horizon", "evaluate"]
-__all__ += ["ssim", "psnr", "image_metrics"]
+__all__ += ["ssim", "psnr", "image_metrics", "StreamingMetrics"]
 
 
 def _as_tensor(a: Any, name: str) -> Tensor:
@@ -236,3 +236,70 @@ def image_metrics(
         "psnr": float(psnr(pred, target, data_range)),
         "data_range": float(data_range),
     }
+
+
+class StreamingMetrics:
+    """`evaluate` (and, with ``data_range``, `image_metrics`) accumulated batch by batch,
+    so that a split is scored without holding all its forecasts.
+
+    ``update(pred, target)`` takes ``[B, T, ...]`` forecasts and targets in original
+    units; sums are kept per forecast step in float64. ``data_range`` (the targets'
+    max - min over the whole split, known beforehand) adds SSIM and PSNR of
+    ``[B, T, C, H, W]`` frames. ``all_reduce`` sums the partial results of every
+    ``torch.distributed`` rank, each of which scored its own share of the windows.
+    """
+
+    def __init__(self, t_out: int, data_range: float | None = None) -> None:
+        self.t_out = int(t_out)
+        self.data_range = None if data_range is None else _data_range(data_range)
+        # rows: abs-error sum, squared-error sum, valid count (per step); ssim sum, frames
+        self.sums = torch.zeros(3, self.t_out, dtype=torch.float64)
+        self.ssim_sums = torch.zeros(2, dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, pred: ArrayLike, target: ArrayLike) -> None:
+        p = _as_tensor(pred, "pred").detach().to("cpu", torch.float64)
+        t = _as_tensor(target, "target").detach().to("cpu", torch.float64)
+        if p.shape != t.shape:
+            raise ValueError(f"pred and target shapes differ: {tuple(p.shape)} vs {tuple(t.shape)}")
+        if t.dim() < 2 or t.shape[1] != self.t_out:
+            raise ValueError(f"expected [B, {self.t_out}, ...] forecasts, got {tuple(t.shape)}")
+        valid = ~torch.isnan(t)
+        err = torch.where(valid, p - torch.nan_to_num(t), 0.0)
+        dims = [0, *range(2, t.dim())]
+        self.sums[0] += err.abs().sum(dims)
+        self.sums[1] += (err * err).sum(dims)
+        self.sums[2] += valid.sum(dims)
+        if self.data_range is not None and t.numel():
+            frames = t.numel() // (t.shape[-1] * t.shape[-2])
+            self.ssim_sums[0] += float(ssim(p, t, self.data_range)) * frames
+            self.ssim_sums[1] += frames
+
+    def all_reduce(self) -> None:
+        """Sum every rank's partial sums into every rank's (a no-op outside DDP)."""
+        from . import distributed
+
+        distributed.all_reduce_sum(self.sums)
+        distributed.all_reduce_sum(self.ssim_sums)
+
+    def result(self) -> dict[str, Any]:
+        """What `evaluate` returns (plus `image_metrics`' keys with ``data_range``)."""
+        abs_sum, sq_sum, count = self.sums
+        if float(count.sum()) == 0:
+            raise ValueError("no valid entries: every target is NaN or masked out")
+        empty = torch.nonzero(count == 0).flatten().tolist()
+        if empty:
+            raise ValueError(f"horizon {empty[0]}: no valid entries: every target is NaN")
+        out: dict[str, Any] = {
+            "mae": float(abs_sum.sum() / count.sum()),
+            "rmse": float((sq_sum.sum() / count.sum()).sqrt()),
+            "mae_per_horizon": (abs_sum / count).tolist(),
+            "rmse_per_horizon": (sq_sum / count).sqrt().tolist(),
+            "count": int(count.sum()),
+        }
+        if self.data_range is not None:
+            mse_all = float(sq_sum.sum() / count.sum())
+            out["ssim"] = float(self.ssim_sums[0] / self.ssim_sums[1])
+            out["psnr"] = float(10 * np.log10(self.data_range**2 / mse_all))
+            out["data_range"] = self.data_range
+        return out

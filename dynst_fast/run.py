@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, artifacts, preflight
+from . import __version__, artifacts, distributed, preflight
 from .artifacts import RunRecord, Trained
 from .baselines import run_baselines
 from .config import RunConfig
@@ -51,6 +51,7 @@ from .timing import METHOD, side_by_side
 from .train import (
     FitResult,
     TrainingDiverged,
+    eval_batch_size,
     evaluate,
     first_windows,
     fit,
@@ -137,6 +138,8 @@ class _Progress:
             post["round"] = info["round"]
         if info["val_mae"] == info["val_mae"]:
             post["val_mae"] = f"{info['val_mae']:.4f}"
+        post["steps/s"] = f"{info['steps_per_s']:.3g}"
+        post["windows/s"] = f"{info['windows_per_s']:.3g}"
         self.bar.set_postfix(post)
         self.bar.update(1)
 
@@ -263,13 +266,19 @@ def evaluate_run(
     return out
 
 
+def timing_batch(cfg: RunConfig, splits: WindowSplits) -> int:
+    """Test windows per timed call: ``--time-batch``, at most what the test split has and
+    what an evaluation batch holds (``train.eval_batch_size``: fewer for large N)."""
+    return min(cfg.timing.batch, len(splits.test), eval_batch_size(splits.test))
+
+
 def time_run(
     cfg: RunConfig, dense: Trained, compacts: dict[str, CompactBackbone], splits: WindowSplits
 ) -> dict[str, Timing]:
     """For every sparse scheme, dense against compacted inference side by side on the
     first test windows; the compacted time includes gathering the active sensors' input
     from the full input (for images, ``ops.patchify_compact`` of the frames)."""
-    xb, _ = first_windows(splits.test, cfg.timing.batch)
+    xb, _ = first_windows(splits.test, timing_batch(cfg, splits))
     dense.model.eval()
     out = {}
     for name, c in compacts.items():
@@ -336,6 +345,16 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     configuration is used, ``cfg`` only gives the directory and ``quiet``).
     """
     t_start = time.perf_counter()
+    joined = distributed.init_from_env()  # under torchrun: one of several ranks
+    try:
+        return _run(cfg, resume, t_start)
+    finally:
+        if joined:
+            distributed.shutdown()
+
+
+def _run(cfg: RunConfig, resume: bool, t_start: float) -> dict[str, Any]:
+    main = distributed.is_main()
     progress = None
     if resume:
         saved, progress = artifacts.load_progress(cfg.out)
@@ -347,6 +366,13 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     constraints = constraints_from_config(cfg.constraints, space.ids)
     splits = make_windows(ds, t_in=cfg.data.t_in, t_out=cfg.data.horizon)
     preflight.check_run(cfg, ds, splits, space, constraints)
+    if not main:  # train in step with rank 0, which alone writes and shows progress
+        cfg = dataclasses.replace(cfg, quiet=True)
+        stages = Stages(cfg, progress, checkpoint=False, constraints=constraints)
+        dense = train_dense(stages, build(cfg, space, ds.num_channels), splits)
+        for s in cfg.schedule.schemes:
+            train_sparse(stages, dense, splits, s)
+        return {"out": str(cfg.out), "rank": distributed.rank()}
     stage = artifacts.begin_run(cfg.out, resume=resume)
     artifacts.write_config(stage, cfg)
     stages = Stages(cfg, progress, constraints=constraints)
@@ -469,8 +495,9 @@ def metrics_json(
         "speedup": main["speedup"],
         "others": {k: v for k, v in per_scheme.items() if k != s.scheme},
         "baselines": run_baselines(splits, space),
+        "world_size": distributed.world_size(),
         "timing": {
-            "batch": min(cfg.timing.batch, len(splits.test)),
+            "batch": timing_batch(cfg, splits),
             "threads": torch.get_num_threads(),
             "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
             "method": METHOD.format(repeats=cfg.timing.repeats, warmup=cfg.timing.warmup),

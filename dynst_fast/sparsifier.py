@@ -24,6 +24,10 @@ in mask phases (Eq. 3), prunes the lowest ``|theta|`` at round ends (Eq. 4) and 
 pruned or dropped, forbidden ones never active (the selection ops' ``movable`` mask), and
 with a budget each round prunes the lowest ``|theta|`` per unit cost until its cost target
 (the budget reached in equal steps) is met, and a swap regrows only what fits.
+
+Under ``torch.distributed`` (an initialised process group of several ranks) ``step()``
+averages the gate gradient over the ranks before it uses it, as the ranks' network
+gradients are averaged, so that theta, every prune and every swap agree on every rank.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import ops
+from . import distributed, ops
 from .config import ScheduleConfig
 from .constraints import Constraints, within
 from .schedule import Schedule
@@ -192,7 +196,7 @@ class Sparsifier:
                 "Sparsifier.step(): the gate has no gradient; pass the tensor returned by "
                 "gate() to the model and call loss.backward() before step()"
             )
-        grad = g.grad.detach()
+        grad = distributed.all_reduce_mean(g.grad.detach())  # the same decision on every rank
         if not bool(torch.isfinite(grad).all()):
             raise FloatingPointError("Sparsifier.step(): the gate gradient is not finite")
         self.grad_sum += grad.abs().to(torch.float64)

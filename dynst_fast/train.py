@@ -11,29 +11,33 @@ that state bit-identically on CPU.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
+from . import distributed
 from .config import ScheduleConfig, TrainConfig
 from .constraints import Constraints
 from .data import WindowDataset, WindowSplits
-from .metrics import evaluate as evaluate_metrics
+from .metrics import StreamingMetrics
 from .models import GatedBackbone
 from .models.base import takes_alive
 from .preflight import check_schedule
 from .sensors import SensorSpace
 from .sparsifier import Sparsifier
 
-EVAL_BATCH = 256
+EVAL_BATCH = 256  # windows per evaluation batch at most ...
+EVAL_CELLS = 1 << 17  # ... and at most this many values per step of the batch (batch x N x C)
 
 
 class TrainingDiverged(ValueError):
@@ -68,10 +72,16 @@ class EpochShuffle(Sampler[int]):
         yield from torch.randperm(self.n, generator=self.generator).tolist()
 
 
-def train_loader(data: WindowDataset, batch_size: int, generator: torch.Generator) -> DataLoader:
+def train_loader(
+    data: WindowDataset, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
+) -> DataLoader:
     """Shuffled batches ``(x [b, t_in, ...], y [b, t_out, ...])`` in ``generator``'s order,
-    each fetched at once (``WindowDataset`` takes a list of indices)."""
-    batches = BatchSampler(EpochShuffle(len(data), generator), batch_size, drop_last=False)
+    each fetched at once (``WindowDataset`` takes a list of indices). With ``world`` ranks
+    the global batches hold ``world * batch_size`` windows and this loader yields rank
+    ``rank``'s share of each (``distributed.rank_share``)."""
+    batches = BatchSampler(EpochShuffle(len(data), generator), batch_size * world, drop_last=False)
+    if world > 1:
+        batches = distributed.RankBatches(batches, rank, world)
     return DataLoader(
         data,
         sampler=batches,
@@ -80,10 +90,20 @@ def train_loader(data: WindowDataset, batch_size: int, generator: torch.Generato
     )
 
 
-def eval_loader(data: WindowDataset, batch_size: int = EVAL_BATCH) -> DataLoader:
-    """Batches in window order."""
-    batches = BatchSampler(SequentialSampler(data), batch_size, drop_last=False)
-    return DataLoader(data, sampler=batches, batch_size=None)
+def eval_batch_size(data: WindowDataset) -> int:
+    """Windows per evaluation batch: ``EVAL_BATCH``, fewer for large networks, so that a
+    batch holds at most ``EVAL_CELLS`` values per step (8 windows at N = 16,384)."""
+    return max(1, min(EVAL_BATCH, EVAL_CELLS // max(data.step_cells, 1)))
+
+
+def eval_loader(
+    data: WindowDataset, batch_size: int | None = None, rank: int = 0, world: int = 1
+) -> DataLoader:
+    """Batches in window order (``eval_batch_size`` windows by default); with ``world``
+    ranks, every ``world``-th of them from ``rank`` on (each rank scores its own)."""
+    size = eval_batch_size(data) if batch_size is None else batch_size
+    batches = list(BatchSampler(SequentialSampler(data), size, drop_last=False))
+    return DataLoader(data, sampler=batches[rank::world], batch_size=None)
 
 
 def first_windows(data: WindowDataset, count: int) -> tuple[Tensor, Tensor]:
@@ -147,6 +167,33 @@ def _diverged(
 
 
 # ---------------------------------------------------------------- inference
+def forecasts(
+    model: nn.Module,
+    data: WindowDataset,
+    gate: Tensor | None = None,
+    space: SensorSpace | None = None,
+    active_index: Tensor | None = None,
+    shard: bool = False,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(forecasts, targets)`` batch by batch (``eval_loader``), normalised, in
+    eval mode; ``shard``: this rank's batches only (``eval_loader``).
+
+    ``model(x, gate)`` (``model(x)`` when gate is None), or, with ``active_index``, a
+    compacted model given only those sensors' input (``space.gather``).
+    """
+    was = model.training
+    model.eval()
+    rank, world = (distributed.rank(), distributed.world_size()) if shard else (0, 1)
+    try:
+        with torch.inference_mode():
+            for x, y in eval_loader(data, rank=rank, world=world):
+                if active_index is not None:
+                    x = space.gather(x, active_index)
+                yield (model(x) if gate is None else model(x, gate)), y
+    finally:
+        model.train(was)
+
+
 def predict(
     model: nn.Module,
     data: WindowDataset,
@@ -154,22 +201,32 @@ def predict(
     space: SensorSpace | None = None,
     active_index: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(forecasts, targets)`` of every window of ``data``, normalised, in eval mode.
+    """Every window's ``(forecasts, targets)`` of :func:`forecasts` at once: ``[W, t_out,
+    ...]`` each (for small sets; :func:`evaluate` streams)."""
+    pairs = list(forecasts(model, data, gate, space, active_index))
+    return torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs])
 
-    ``model(x, gate)`` (``model(x)`` when gate is None), or, with ``active_index``, a
-    compacted model given only those sensors' input (``space.gather``).
-    """
-    was = model.training
-    model.eval()
-    preds, targets = [], []
-    with torch.inference_mode():
-        for x, y in eval_loader(data):
-            if active_index is not None:
-                x = space.gather(x, active_index)
-            preds.append(model(x) if gate is None else model(x, gate))
-            targets.append(y)
-    model.train(was)
-    return torch.cat(preds), torch.cat(targets)
+
+def target_range(splits: WindowSplits, data: WindowDataset) -> float:
+    """max - min of ``data``'s target steps in original units (NaN ignored), in chunks."""
+    steps, chunk = data.target_steps(), eval_batch_size(data)
+    lo, hi = math.inf, -math.inf
+    for i in range(0, steps.shape[0], chunk):
+        v = splits.denormalize(steps[i : i + chunk])
+        v = v[~torch.isnan(v)]
+        if v.numel():
+            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+    if lo > hi:
+        raise ValueError("no valid entries: every target is NaN")
+    return hi - lo
+
+
+def metric_stream(
+    space: SensorSpace, splits: WindowSplits, data: WindowDataset
+) -> StreamingMetrics:
+    """An empty accumulator of ``space``'s whole-field metrics on ``data``."""
+    rng = target_range(splits, data) if space.metrics_need_range else None
+    return StreamingMetrics(splits.t_out, data_range=rng)
 
 
 def evaluate(
@@ -178,15 +235,46 @@ def evaluate(
     space: SensorSpace,
     split: str = "test",
     active_index: Tensor | None = None,
+    gate: Tensor | None = None,
+    shard: bool = False,
 ) -> dict[str, Any]:
-    """The space's whole-field metrics (original units) of ``model`` on ``split``: a
-    compacted model if ``active_index`` is given (it receives only those sensors' input),
-    else dense."""
-    pred, y = predict(model, getattr(splits, split), space=space, active_index=active_index)
-    return space.metrics(splits.denormalize(pred), splits.denormalize(y))
+    """The space's whole-field metrics (original units) of ``model`` on ``split``, batch
+    by batch: a compacted model if ``active_index`` is given (it receives only those
+    sensors' input), else dense (``model(x, gate)`` with a gate). ``shard``: every rank
+    scores its share of the batches and the sums are all-reduced."""
+    data = getattr(splits, split)
+    acc = metric_stream(space, splits, data)
+    for pred, y in forecasts(model, data, gate, space, active_index, shard=shard):
+        acc.update(splits.denormalize(pred), splits.denormalize(y))
+    if shard:
+        acc.all_reduce()
+    return acc.result()
 
 
 # ---------------------------------------------------------------- training
+def _data_parallel(module: nn.Module) -> nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel`` under several ranks (its
+    gradients averaged over them in backward), else itself."""
+    if not distributed.active():
+        return module
+    return DistributedDataParallel(module)
+
+
+def _mean_over_ranks(values: list[float]) -> float:
+    """The mean of every rank's ``values`` (each rank has as many)."""
+    mean = torch.tensor([statistics.fmean(values)], dtype=torch.float64)
+    return float(distributed.all_reduce_mean(mean))
+
+
+def validation_mae(model: nn.Module, splits: WindowSplits, gate: Tensor | None) -> float:
+    """Whole-field validation MAE (original units), every rank scoring its share."""
+    acc = StreamingMetrics(splits.t_out)
+    for pred, y in forecasts(model, splits.val, gate, shard=True):
+        acc.update(splits.denormalize(pred), splits.denormalize(y))
+    acc.all_reduce()
+    return acc.result()["mae"]
+
+
 def fit(
     model: GatedBackbone,
     splits: WindowSplits,
@@ -212,10 +300,12 @@ def fit(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     failures = torch.Generator().manual_seed(seed + 1)  # which sensors fail (failure_rate)
-    loader = train_loader(splits.train, train.batch_size, gen)
+    rank, world = distributed.rank(), distributed.world_size()
+    loader = train_loader(splits.train, train.batch_size, gen, rank, world)
     n = model.num_sensors
     steps_per_epoch = len(loader)
-    schedule = check_schedule(train, sched, scheme, sparsity, n, len(splits.train))
+    per_step = dataclasses.replace(train, batch_size=train.batch_size * world)  # global batch
+    schedule = check_schedule(per_step, sched, scheme, sparsity, n, len(splits.train))
     sp = Sparsifier(
         schedule, theta_lr=sched.theta_lr, l1=sched.l1, seed=seed, constraints=constraints
     )
@@ -227,6 +317,12 @@ def fit(
     best_state: dict[str, Tensor] | None = None
     start_epoch = 0
     if resume is not None:
+        saved_world = resume.get("world_size", 1)
+        if saved_world != world:
+            raise ValueError(
+                f"the run was trained on {saved_world} process(es) and resumes on {world}: "
+                f"resume it with --nproc {saved_world} (the batches depend on it)"
+            )
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         lr.load_state_dict(resume["lr_scheduler"])
@@ -241,10 +337,12 @@ def fit(
         result.seconds = resume["seconds"]
         start_epoch = resume["epoch"]
     compact, compact_for = None, None
+    net, compact_net = _data_parallel(model), None
     start = time.perf_counter() - result.seconds
     model.train()
     for epoch in range(start_epoch, train.epochs):
         losses = []
+        epoch_start, windows = time.perf_counter(), 0
         for batch, (xb, yb) in enumerate(loader):
             if sp.done_pruning and schedule.scheme != "dense":
                 key = tuple(sp.active_index().tolist())
@@ -254,11 +352,13 @@ def fit(
                         raise ValueError(
                             f"--failure-rate: {type(compact).__name__}.forward takes no alive"
                         )
+                    compact_net = _data_parallel(compact)
                 alive = random_failures(compact.num_active, train.failure_rate, failures)
                 xa = compact.gather_input(xb)
-                pred = compact(xa) if alive is None else compact(xa, alive)
+                pred = compact_net(xa) if alive is None else compact_net(xa, alive)
             else:
-                pred = model(xb, sp.gate())
+                pred = net(xb, sp.gate())
+            windows += xb.shape[0]
             loss = masked_weighted_l1(pred, yb, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -277,12 +377,12 @@ def fit(
                 ) from None
             lr.step()
             losses.append(value)
-        result.losses.append(statistics.fmean(losses))
+        train_seconds = time.perf_counter() - epoch_start
+        result.losses.append(_mean_over_ranks(losses))
         val_mae = float("nan")
         if sp.done_pruning:
             gate = None if schedule.scheme == "dense" else sp.gate().detach()
-            pred, y = predict(model, splits.val, gate)
-            val_mae = evaluate_metrics(splits.denormalize(pred), splits.denormalize(y))["mae"]
+            val_mae = validation_mae(model, splits, gate)
             if val_mae < result.best_val_mae:
                 result.best_val_mae, result.best_epoch = val_mae, epoch
                 best_state = copy.deepcopy(model.state_dict())
@@ -298,6 +398,8 @@ def fit(
                     "sparsity": sp.sparsity,
                     "loss": result.losses[-1],
                     "val_mae": val_mae,
+                    "steps_per_s": len(losses) / max(train_seconds, 1e-9),
+                    "windows_per_s": windows * world / max(train_seconds, 1e-9),
                 }
             )
         if on_epoch is not None:
@@ -317,6 +419,7 @@ def fit(
                     "losses": list(result.losses),
                     "val_maes": list(result.val_maes),
                     "seconds": result.seconds,
+                    "world_size": world,
                 }
             )
     if best_state is not None:

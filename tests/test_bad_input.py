@@ -113,6 +113,10 @@ RUN_CASES = [
     ("budget-and-sparsity", None, ["--budget", "2", "--sparsity", "0.3"], ["--budget", "one"]),
     ("budget-too-small", None, ["--budget", "0.5"], ["--budget 0.5", "no sensor fits"]),
     ("cost-without-budget", None, ["--cost", "c.csv"], ["--cost needs --budget"]),
+    ("synthetic-spec", None, ["--data", "synthetic:many"], ["synthetic:N", "synthetic:many"]),
+    ("synthetic-size", None, ["--data", "synthetic:1"], ["N must be in [2, 100000]"]),
+    ("synthetic-grid", None, ["--data", "synthetic:50", "--model", "vit"], ["graph data"]),
+    ("nproc-zero", None, ["--nproc", "0"], ["--nproc must be a positive integer"]),
 ]
 
 

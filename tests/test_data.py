@@ -209,6 +209,34 @@ def test_windows_values_nan_and_tensors():
     )
 
 
+def test_streamed_statistics_equal_numpy_on_long_series(monkeypatch):
+    """Mean and std fitted over time chunks (NaN ignored) equal numpy's on the whole
+    part, and the chunked normalisation equals the whole-array one."""
+    from dynst_fast.data import windows
+
+    monkeypatch.setattr(windows, "CHUNK_STEPS", 7)
+    v = np.random.default_rng(1).normal(size=(300, 4)) * 5 + 3
+    v[np.random.default_rng(2).random(v.shape) < 0.1] = np.nan
+    sp = make_windows(_dataset(v), 3, 2)
+    train = v[:240]
+    np.testing.assert_allclose(sp.mean[:, 0], np.nanmean(train, 0), rtol=1e-6)
+    np.testing.assert_allclose(sp.std[:, 0], np.nanstd(train, 0), rtol=1e-6)
+    want = ((v - np.nanmean(train, 0)) / np.nanstd(train, 0)).astype(np.float32)
+    _, y = sp.test[0]
+    np.testing.assert_allclose(y[:, :, 0].numpy(), want[273:275], rtol=1e-6, equal_nan=True)
+
+
+def test_head_is_the_first_windows():
+    v = np.arange(60 * 2, dtype=np.float64).reshape(60, 2)
+    sp = make_windows(_dataset(v), 3, 2)
+    head = sp.train.head(5)
+    assert len(head) == 5 and head.start == sp.train.start
+    for i in range(5):
+        for a, b in zip(head[i], sp.train[i], strict=True):
+            assert torch.equal(a, b)
+    assert len(sp.train.head(10**6)) == len(sp.train) and len(sp.train.head(0)) == 0
+
+
 def test_normalisation_uses_train_part_only():
     v = np.random.default_rng(0).normal(size=(50, 2))
     a = make_windows(_dataset(v), 2, 2)

@@ -133,3 +133,45 @@ def test_image_metrics_defaults_and_errors():
         ssim(torch.rand(8, 8), torch.full((8, 8), float("nan")), 1.0)
     with pytest.raises(ValueError, match="data_range must be a positive"):
         psnr(torch.rand(8, 8), torch.rand(8, 8), 0.0)
+
+
+# ---------------------------------------------------------------- streamed
+@pytest.mark.parametrize("seed", range(4))
+def test_streaming_metrics_equal_the_whole_split(seed):
+    """Batch by batch (uneven batches, NaN targets) gives evaluate()'s and
+    image_metrics()' figures on the whole split."""
+    from dynst_fast.metrics import StreamingMetrics, evaluate, image_metrics
+
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randn(23, 3, 2, 9, 8, generator=g, dtype=torch.float64)
+    target = torch.randn(23, 3, 2, 9, 8, generator=g, dtype=torch.float64)
+    graph_target = target.clone()
+    graph_target[torch.rand(target.shape, generator=g) < 0.2] = float("nan")
+    rng = float(target.max() - target.min())
+    graph, image = StreamingMetrics(3), StreamingMetrics(3, data_range=rng)
+    for lo, hi in [(0, 5), (5, 6), (6, 17), (17, 23)]:
+        graph.update(pred[lo:hi], graph_target[lo:hi])
+        image.update(pred[lo:hi], target[lo:hi])
+    want = evaluate(pred, graph_target)
+    got = graph.result()
+    assert got["count"] == want["count"]
+    for key in ("mae", "rmse"):
+        assert got[key] == pytest.approx(want[key], rel=1e-12)
+        assert got[f"{key}_per_horizon"] == pytest.approx(want[f"{key}_per_horizon"], rel=1e-12)
+    want_img = {**evaluate(pred, target), **image_metrics(pred, target)}
+    got_img = image.result()
+    for key in ("mae", "ssim", "psnr", "data_range"):
+        assert got_img[key] == pytest.approx(want_img[key], rel=1e-12)
+
+
+def test_streaming_metrics_refuse_what_evaluate_refuses():
+    from dynst_fast.metrics import StreamingMetrics
+
+    acc = StreamingMetrics(2)
+    with pytest.raises(ValueError, match="no valid entries"):
+        acc.result()
+    acc.update(torch.zeros(1, 2, 3), torch.tensor([[[1.0, 2, 3], [float("nan")] * 3]]))
+    with pytest.raises(ValueError, match="horizon 1"):
+        acc.result()
+    with pytest.raises(ValueError, match=r"\[B, 2, \.\.\.\]"):
+        acc.update(torch.zeros(1, 3, 3), torch.zeros(1, 3, 3))

@@ -10,6 +10,7 @@ with planted sensors of the kind the model asks for.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,31 @@ SYNTHETIC: dict[str, Callable[[int, int], Dataset]] = {
 }
 
 
+SYNTHETIC_SPEC = re.compile(r"synthetic(?::(\d+))?(?::(\d+))?")
+MAX_SYNTHETIC = 100_000
+PLANTED_SHARE = 0.2  # planted sensors per sensor of ``synthetic:N`` (16 of the default 80)
+
+
+def synthetic_from_spec(spec: str, kind: str, seed: int) -> Dataset:
+    """``--data synthetic[:N[:T]]``: the planted sensor network with N sensors (a fifth
+    of them planted) over T steps (default 3000)."""
+    m = SYNTHETIC_SPEC.fullmatch(spec)
+    if m is None:
+        raise ValueError(
+            f"data set path {spec!r} does not exist (for generated data write synthetic, "
+            "synthetic:N or synthetic:N:T, e.g. synthetic:16384)"
+        )
+    if kind != "graph":
+        raise ValueError(f"--data {spec}: the planted sensor network is graph data, not {kind}")
+    n = int(m.group(1)) if m.group(1) else 80
+    t = int(m.group(2)) if m.group(2) else 3000
+    if not 2 <= n <= MAX_SYNTHETIC:
+        raise ValueError(f"--data {spec}: N must be in [2, {MAX_SYNTHETIC}], got {n}")
+    return synthetic_sensor_network(
+        num_sensors=n, num_planted=max(1, round(PLANTED_SHARE * n)), num_steps=t, seed=seed
+    )
+
+
 def register_format(fmt: DataFormat) -> DataFormat:
     """Add a format (tried after the ones registered before it, before the graph layout)."""
     FORMATS.append(fmt)
@@ -92,6 +118,8 @@ def load_dataset(
     if path is None:
         return SYNTHETIC[kind](seed, patch)
     p = Path(path)
+    if not p.exists() and str(path).startswith("synthetic"):
+        return synthetic_from_spec(str(path), kind, seed)
     if not p.exists():
         raise FileNotFoundError(f"data set path {str(p)!r} does not exist")
     return format_of(p).load(p, data or DataConfig())

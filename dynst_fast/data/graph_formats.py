@@ -29,6 +29,7 @@ import numpy as np
 
 from ..graph import CSRGraph, as_graph
 from ..sensors import GraphSensors
+from .arrays import load_npy, load_npz_member
 
 VALUE_FILES = ("speed.csv", "values.csv", "values.npy", "values.npz")
 ADJ_FILES = ("adj.csv", "adj.npy", "adj.npz", "edges.csv")
@@ -179,11 +180,11 @@ def _read_values_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
                     key = keys[0]
                 if key is None:
                     raise _NoValues(z.files)
-                arr = z[key]
                 if "sensor_ids" in z.files:
                     ids = [str(s) for s in z["sensor_ids"]]
+            arr = load_npz_member(path, key)
         else:
-            arr = np.load(path, allow_pickle=False)
+            arr = load_npy(path)
     except _NoValues as e:
         raise ValueError(f"{path.name}: expected an array named 'values' (found {e})") from None
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
@@ -350,7 +351,7 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
             f"{vfile.name}: values must be [T, N] or [T, N, C], got {vals.ndim} dimensions "
             f"(shape {vals.shape})"
         )
-    vals = vals.astype(np.float32)
+    vals = vals.astype(np.float32, copy=False)  # a float32 memory map stays one
     n = vals.shape[1]
     ids = ids if ids is not None else [str(i) for i in range(n)]
     if len(ids) != n:

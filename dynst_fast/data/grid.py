@@ -20,6 +20,7 @@ import numpy as np
 
 from ..morph import PatchGrid
 from ..sensors import PatchSensors
+from .arrays import load_npy
 from .graph_formats import ADJ_FILES, VALUE_FILES
 from .synthetic import _drivers, _farthest_points
 
@@ -122,7 +123,7 @@ def load_grid_dataset(path: str | os.PathLike) -> GridDataset:
     if f.suffix != ".npy":
         raise ValueError(f"grid data must be a .npy file, got {f.name!r}")
     try:
-        arr = np.load(f, allow_pickle=False)
+        arr = load_npy(f)
     except (OSError, EOFError, ValueError) as e:
         raise ValueError(f"{f.name}: cannot read it as a numpy file ({e})") from None
     if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):

@@ -50,8 +50,7 @@ class WindowDataset(Dataset):
                 f"WindowDataset: part must be [L, N, C] or [L, C, H, W], got {tuple(part.shape)}"
             )
         self.t_in, self.t_out, self.start = int(t_in), int(t_out), int(start)
-        self._y = part.to(torch.float32).contiguous()
-        self._x = torch.nan_to_num(self._y, nan=0.0)
+        self._y = part.to(torch.float32).contiguous()  # the only copy: inputs are filled per fetch
         self._n = max(0, part.shape[0] - self.t_in - self.t_out + 1)
 
     def __len__(self) -> int:
@@ -69,26 +68,39 @@ class WindowDataset(Dataset):
         if not 0 <= i < self._n:
             raise IndexError(f"window index out of range for {self._n} windows")
         s = i + self.t_in
-        return self._x[i:s].clone(), self._y[s : s + self.t_out].clone()
+        return torch.nan_to_num(self._y[i:s], nan=0.0), self._y[s : s + self.t_out].clone()
 
     def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         if idx.numel() and (int(idx.min()) < -self._n or int(idx.max()) >= self._n):
             raise IndexError(f"window index out of range for {self._n} windows")
         idx = torch.where(idx < 0, idx + self._n, idx)
-        x = self._x[idx[:, None] + torch.arange(self.t_in)]
+        x = self._y[idx[:, None] + torch.arange(self.t_in)].nan_to_num_(nan=0.0)
         y = self._y[idx[:, None] + self.t_in + torch.arange(self.t_out)]
         return x, y
 
     def tensors(self) -> tuple[Tensor, Tensor]:
-        """All windows stacked: X ``[W, t_in, ...]``, Y ``[W, t_out, ...]`` (for small sets)."""
+        """All windows stacked: X ``[W, t_in, ...]``, Y ``[W, t_out, ...]``: ``t_in + t_out``
+        times the part's memory, for small sets and tests only (the library fetches
+        batches)."""
         n, ti = self._n, self.t_in
-        x = self._x[: n + ti - 1].unfold(0, ti, 1).movedim(-1, 1)
+        x = torch.nan_to_num(self._y[: n + ti - 1]).unfold(0, ti, 1).movedim(-1, 1)
         y = self._y[ti:].unfold(0, self.t_out, 1).movedim(-1, 1)
         return x.contiguous(), y.contiguous()
+
+    def head(self, count: int) -> WindowDataset:
+        """The first ``min(count, len(self))`` windows as a dataset of their own (a view)."""
+        keep = min(max(int(count), 0), self._n)
+        part = self._y[: keep + self.t_in + self.t_out - 1] if keep else self._y[:0]
+        return WindowDataset(part, self.t_in, self.t_out, start=self.start)
 
     def target_steps(self) -> Tensor:
         """The part's steps that some window forecasts, ``[L - t_in, ...]`` (NaN kept)."""
         return self._y[self.t_in :]
+
+    @property
+    def step_cells(self) -> int:
+        """Values per time step: N * C (graph) or C * H * W (grid)."""
+        return int(np.prod(self._y.shape[1:]))
 
     @property
     def num_sensors(self) -> int:
@@ -151,6 +163,35 @@ def split_bounds(num_steps: int, split: Sequence[float]) -> tuple[int, int]:
     return a, b
 
 
+CHUNK_STEPS = 256  # time steps per chunk when statistics and normalisation stream the series
+
+
+def _train_stats(train: np.ndarray, ds: AnyDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell mean and std ``[N, C]`` (or ``[C, H, W]``) of the training part, NaN
+    ignored, std 1 where constant; float64, two passes over time chunks (no float64 copy
+    of the part)."""
+    count = np.zeros(train.shape[1:], dtype=np.int64)
+    total = np.zeros(train.shape[1:], dtype=np.float64)
+    for lo in range(0, train.shape[0], CHUNK_STEPS):
+        c = train[lo : lo + CHUNK_STEPS].astype(np.float64)
+        ok = np.isfinite(c)
+        count += ok.sum(axis=0)
+        total += np.where(ok, c, 0.0).sum(axis=0)
+    if not (count > 0).all():
+        first = tuple(int(i) for i in np.argwhere(count == 0)[0])
+        raise ValueError(
+            f"{ds.cell_name(first)} has no observed value in the training part "
+            "(normalisation is fitted there)"
+        )
+    mean = total / count
+    sq = np.zeros_like(total)
+    for lo in range(0, train.shape[0], CHUNK_STEPS):
+        c = train[lo : lo + CHUNK_STEPS].astype(np.float64) - mean
+        sq += np.where(np.isfinite(c), c * c, 0.0).sum(axis=0)
+    std = np.sqrt(sq / count)
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
 def make_windows(
     ds: AnyDataset,
     t_in: int = DataConfig.t_in,
@@ -163,7 +204,7 @@ def make_windows(
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     t_in, t_out = int(t_in), int(t_out)
-    vals = np.asarray(ds.values)
+    vals = np.asarray(ds.values)  # may be a memory map: read in time chunks below
     if vals.ndim != ds.values_layout.count(",") + 1:
         raise ValueError(f"values must be {ds.values_layout}, got shape {vals.shape}")
     T = vals.shape[0]
@@ -176,18 +217,11 @@ def make_windows(
                 f"{length} steps ({T} steps split {tuple(split)}); each part needs at least "
                 f"t_in + t_out"
             )
-    train = vals[:a].astype(np.float64)
-    seen = np.isfinite(train).any(axis=0)  # [N, C]
-    if not seen.all():
-        first = tuple(int(i) for i in np.argwhere(~seen)[0])
-        raise ValueError(
-            f"{ds.cell_name(first)} has no observed value in the training part "
-            "(normalisation is fitted there)"
-        )
-    mean = np.nanmean(train, axis=0)
-    std = np.nanstd(train, axis=0)
-    std = np.where(std > 1e-12, std, 1.0)
-    norm = torch.from_numpy(((vals - mean) / std).astype(np.float32))
+    mean, std = _train_stats(vals[:a], ds)
+    norm = np.empty(vals.shape, dtype=np.float32)
+    for lo in range(0, T, CHUNK_STEPS):  # in float64 per chunk, never the whole series
+        norm[lo : lo + CHUNK_STEPS] = (vals[lo : lo + CHUNK_STEPS] - mean) / std
+    norm = torch.from_numpy(norm)
     return WindowSplits(
         train=WindowDataset(norm[:a], t_in, t_out, start=0),
         val=WindowDataset(norm[a:b], t_in, t_out, start=a),

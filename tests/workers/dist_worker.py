@@ -1,0 +1,120 @@
+"""Worker of tests/test_distributed.py, started on several ranks by torchrun
+(``python -m dist_worker MODE OUT [ARGS]``, with tests/workers on PYTHONPATH).
+
+Modes:
+- ``loop OUT``: a training loop of one's own (DDP + ``Sparsifier``), each rank on its own
+  windows; after every step that ends a round, the rank saves theta, the active set and
+  the swap history to ``OUT/rank{R}.pt``.
+- ``fit OUT BATCH``: ``train.fit`` for one epoch with per-rank batch BATCH; rank 0 saves
+  the weights and theta to ``OUT/fit.pt``.
+- ``fail OUT``: rank 1 raises after its first step while rank 0 trains on.
+- ``interrupt ARGV...``: ``dynst run ARGV`` whose rank 0 dies (os._exit) right after
+  saving the dynst stage's first epoch, as a machine that fails would.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from dynst_fast import distributed
+from dynst_fast.config import ScheduleConfig, TrainConfig
+from dynst_fast.data import make_windows, synthetic_sensor_network
+from dynst_fast.models import build_backbone
+from dynst_fast.schedule import Schedule
+from dynst_fast.sparsifier import Sparsifier
+from dynst_fast.train import fit, masked_weighted_l1
+
+SENSORS, STEPS, T_IN, T_OUT = 40, 150, 6, 2
+
+
+def data_and_model():
+    ds = synthetic_sensor_network(num_sensors=SENSORS, num_planted=8, num_steps=STEPS, seed=1)
+    space = ds.sensor_space(4)
+    splits = make_windows(ds, T_IN, T_OUT)
+    torch.manual_seed(0)
+    model = build_backbone("stgcn", space, T_IN, T_OUT, 1, {"hidden": 8, "readout": 8})
+    return splits, model
+
+
+def loop(out: str) -> None:
+    splits, model = data_and_model()
+    rank = distributed.rank()
+    sched = Schedule("dynst", SENSORS, 0.5, warmup_steps=2, rounds=3, network_steps=3,
+                     mask_steps=2, swap_fraction=0.25)  # fmt: skip
+    sp = Sparsifier(sched, seed=0)
+    net = DistributedDataParallel(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    weight = torch.ones(1, 1, SENSORS, 1)
+    g = torch.Generator().manual_seed(100 + rank)  # every rank draws its own windows
+    saved, history = [], 0
+    while not sp.done_pruning:
+        idx = torch.randint(len(splits.train), (4,), generator=g).tolist()
+        x, y = splits.train[idx]
+        loss = masked_weighted_l1(net(x, sp.gate()), y, weight)
+        opt.zero_grad()
+        loss.backward()
+        if sp.trains_network:
+            opt.step()
+        before = sp.round
+        sp.step()
+        if sp.round != before or len(sp.history) != history:
+            history = len(sp.history)
+            saved.append({"step": sp.step_count, "theta": sp.theta.detach().clone(),
+                          "active": sp.active.clone(), "history": list(sp.history)})  # fmt: skip
+    torch.save(saved, os.path.join(out, f"rank{rank}.pt"))
+
+
+def run_fit(out: str, batch: int) -> None:
+    splits, model = data_and_model()
+    train = TrainConfig(epochs=1, batch_size=batch, lr=3e-3)
+    sched = ScheduleConfig(rounds=2)
+    result = fit(model, splits, train, sched, scheme="dynst", sparsity=0.5, seed=0)
+    if distributed.is_main():
+        sp = result.sparsifier
+        torch.save({"model": model.state_dict(), "theta": sp.theta.detach(),
+                    "active": sp.active, "losses": result.losses},
+                   os.path.join(out, "fit.pt"))  # fmt: skip
+
+
+def fail(out: str) -> None:
+    splits, model = data_and_model()
+    net = DistributedDataParallel(model)
+    gate = torch.ones(SENSORS)
+    for step in range(50):
+        x, y = splits.train[list(range(4))]
+        net(x, gate).abs().mean().backward()
+        if step == 1 and distributed.rank() == 1:
+            raise ValueError("rank 1 fails on purpose")
+
+
+def interrupt(argv: list[str]) -> None:
+    from dynst_fast import artifacts, run
+    from dynst_fast.cli import main
+
+    save = artifacts.save_progress
+
+    def save_then_die(out, cfg, progress):
+        save(out, cfg, progress)
+        current = progress.get("current")
+        if current and current["stage"] == "dynst" and current["state"]["epoch"] == 1:
+            os._exit(3)
+
+    run.artifacts.save_progress = save_then_die
+    sys.exit(main(["run", *argv]))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    mode, rest = sys.argv[1], sys.argv[2:]
+    if mode == "interrupt":
+        interrupt(rest)
+    distributed.init_from_env()
+    try:
+        {"loop": lambda: loop(rest[0]), "fit": lambda: run_fit(rest[0], int(rest[1])),
+         "fail": lambda: fail(rest[0])}[mode]()  # fmt: skip
+    finally:
+        distributed.shutdown()
