@@ -55,7 +55,12 @@ def _setup(n: int, steps: int, windows: int):
     space = ds.sensor_space(4)
     cfg = run.resolve(RunConfig(), ds, space)
     splits = make_windows(ds, cfg.data.t_in, cfg.data.horizon)
-    splits = dataclasses.replace(splits, train=splits.train.head(windows))
+    splits = dataclasses.replace(  # a fixed number of windows; validation and test as many
+        splits,
+        train=splits.train.head(windows),
+        val=splits.val.head(windows),
+        test=splits.test.head(windows),
+    )
     return ds, space, cfg, splits, run.build(cfg, space, ds.num_channels)
 
 
@@ -76,6 +81,8 @@ def one_size(n: int, steps: int, windows: int, batch: int, repeats: int) -> dict
     """Everything measured for one N (run in its own process)."""
     import torch
 
+    import dynst_fast.run  # noqa: F401  (imported before the base RSS is read)
+    import dynst_fast.train  # noqa: F401
     from dynst_fast.timing import side_by_side
 
     base = rss_mb()
@@ -167,15 +174,15 @@ def write(out: Path, rows: list[dict], command: str, ddp: list[dict] | None) -> 
         lines += [
             "| N | dense epoch (s) | compacted epoch (s) | dense batch 8 (ms) | "
             "compacted batch 8 (ms) | speedup | values (MB) | model (MB) | "
-            "peak RSS (MB) | (peak - base) / (values + model) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "peak RSS (MB) | peak - base (MB) | (peak - base) / (values + model) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['n']:,} | {r['dense_epoch_s']:.2f} | {r['compact_epoch_s']:.2f} | "
                 f"{r['dense_ms_b8']:.1f} | {r['compact_ms_b8']:.1f} | {r['speedup_b8']:.2f}x | "
                 f"{r['values_mb']:.1f} | {r['model_mb']:.2f} | {r['peak_rss_mb']:.0f} | "
-                f"{r['peak_over_values_model']:.1f} |"
+                f"{r['peak_rss_mb'] - r['base_rss_mb']:.0f} | {r['peak_over_values_model']:.1f} |"
             )
         r0 = rows[0]
         lines += [

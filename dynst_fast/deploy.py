@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from .artifacts import RunBundle
+from .data.windows import eval_loader
 from .models.base import takes_alive
-from .train import eval_loader
 
 
 class _Ungated(nn.Module):

@@ -17,6 +17,7 @@ import numpy as np
 from .config import RunConfig, ScheduleConfig, TrainConfig
 from .constraints import Constraints
 from .data import Dataset, WindowSplits
+from .data.windows import CHUNK_STEPS
 from .schedule import Schedule
 from .sensors import SensorSpace
 
@@ -121,47 +122,55 @@ def check_data(ds: Dataset, splits: WindowSplits, need_range: bool = False) -> N
     every split, and (``need_range``: metrics such as PSNR that scale by the target's
     range) a test split that is not constant."""
     name = ds.name
-    vals = np.asarray(ds.values)
-    inf = np.isinf(vals)
-    if inf.any():
-        at = tuple(int(i) for i in np.argwhere(inf)[0])
-        raise ValueError(
-            f"{name}: the values hold an infinite value (step {at[0]}, "
-            f"{ds.cell_name(at[1:])}): mark a missing value as NaN"
-        )
-    finite = vals[np.isfinite(vals)]
-    if finite.size == 0:
+    vals = np.asarray(ds.values)  # may be a memory map: read in time chunks
+    lo, hi, big = math.inf, -math.inf, 0.0
+    for t0 in range(0, vals.shape[0], CHUNK_STEPS):
+        chunk = vals[t0 : t0 + CHUNK_STEPS]
+        inf = np.isinf(chunk)
+        if inf.any():
+            at = tuple(int(i) for i in np.argwhere(inf)[0])
+            raise ValueError(
+                f"{name}: the values hold an infinite value (step {t0 + at[0]}, "
+                f"{ds.cell_name(at[1:])}): mark a missing value as NaN"
+            )
+        finite = chunk[np.isfinite(chunk)]
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+            big = max(big, float(np.abs(finite).max()))
+    if lo > hi:
         raise ValueError(f"{name}: the values hold no observed (finite) number")
-    big = float(np.abs(finite).max())
     if big > MAX_ABS_VALUE:
         raise ValueError(
             f"{name}: values reach {big:.3g}, beyond what float32 can square "
             f"({MAX_ABS_VALUE:g}): rescale the data (its units are free)"
         )
-    if float(finite.min()) == float(finite.max()):
-        raise ValueError(
-            f"{name}: every value is {float(finite.min()):g}: a constant field has nothing "
-            "to forecast"
-        )
+    if lo == hi:
+        raise ValueError(f"{name}: every value is {lo:g}: a constant field has nothing to forecast")
     for split in ("train", "val", "test"):
         part = getattr(splits, split)
-        y = splits.denormalize(part.target_steps()).numpy()  # original units
-        ok = np.isfinite(y)
+        targets = part.target_steps()
         label = {"val": "validation"}.get(split, split)
-        steps = f"steps {part.start + part.t_in}..{part.start + y.shape[0] + part.t_in - 1}"
-        if not ok.any():
+        steps = f"steps {part.start + part.t_in}..{part.start + targets.shape[0] + part.t_in - 1}"
+        seen = np.zeros(targets.shape[0], dtype=bool)  # [L - t_in] steps with an observation
+        y_lo, y_hi = math.inf, -math.inf
+        for t0 in range(0, targets.shape[0], CHUNK_STEPS):
+            y = splits.denormalize(targets[t0 : t0 + CHUNK_STEPS]).numpy()  # original units
+            ok = np.isfinite(y)
+            seen[t0 : t0 + len(y)] = ok.reshape(len(y), -1).any(axis=1)
+            if need_range and split == "test" and ok.any():
+                y_lo, y_hi = min(y_lo, float(y[ok].min())), max(y_hi, float(y[ok].max()))
+        if not seen.any():
             raise ValueError(
                 f"{name}: the {label} split ({steps}) has no observed target value, so it "
                 "cannot be scored: give data with observations there"
             )
-        seen = ok.reshape(ok.shape[0], -1).any(axis=1)  # [L - t_in] steps with an observation
         for h in range(part.t_out):
             if not seen[h : h + len(part)].any():
                 raise ValueError(
                     f"{name}: no window of the {label} split ({steps}) has an observed "
                     f"target at horizon step {h + 1}, so it cannot be scored there"
                 )
-        if need_range and split == "test" and float(y[ok].min()) == float(y[ok].max()):
+        if need_range and split == "test" and y_lo == y_hi:
             raise ValueError(
                 f"{name}: the test split ({steps}) is constant, so its error metrics are undefined"
             )

@@ -23,21 +23,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from . import distributed
 from .config import ScheduleConfig, TrainConfig
 from .constraints import Constraints
 from .data import WindowDataset, WindowSplits
+from .data.windows import eval_batch_size, eval_loader
 from .metrics import StreamingMetrics
 from .models import GatedBackbone
 from .models.base import takes_alive
 from .preflight import check_schedule
 from .sensors import SensorSpace
 from .sparsifier import Sparsifier
-
-EVAL_BATCH = 256  # windows per evaluation batch at most ...
-EVAL_CELLS = 1 << 17  # ... and at most this many values per step of the batch (batch x N x C)
 
 
 class TrainingDiverged(ValueError):
@@ -88,22 +86,6 @@ def train_loader(
         batch_size=None,
         generator=torch.Generator().manual_seed(0),  # seeds workers only; order is above
     )
-
-
-def eval_batch_size(data: WindowDataset) -> int:
-    """Windows per evaluation batch: ``EVAL_BATCH``, fewer for large networks, so that a
-    batch holds at most ``EVAL_CELLS`` values per step (8 windows at N = 16,384)."""
-    return max(1, min(EVAL_BATCH, EVAL_CELLS // max(data.step_cells, 1)))
-
-
-def eval_loader(
-    data: WindowDataset, batch_size: int | None = None, rank: int = 0, world: int = 1
-) -> DataLoader:
-    """Batches in window order (``eval_batch_size`` windows by default); with ``world``
-    ranks, every ``world``-th of them from ``rank`` on (each rank scores its own)."""
-    size = eval_batch_size(data) if batch_size is None else batch_size
-    batches = list(BatchSampler(SequentialSampler(data), size, drop_last=False))
-    return DataLoader(data, sampler=batches[rank::world], batch_size=None)
 
 
 def first_windows(data: WindowDataset, count: int) -> tuple[Tensor, Tensor]:

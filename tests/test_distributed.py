@@ -68,13 +68,34 @@ def test_bad_timeout_is_one_clear_error(monkeypatch):
         distributed.timeout()
 
 
+def test_resuming_on_another_number_of_processes_is_refused():
+    from dynst_fast.train import fit
+
+    splits, model = dist_worker.data_and_model()
+    train, sched = TrainConfig(epochs=2, batch_size=8), ScheduleConfig(rounds=2)
+    states = []
+    fit(model, splits, train, sched, scheme="dynst", sparsity=0.5, seed=0,
+        on_epoch=states.append)  # fmt: skip
+    state = {**states[0], "world_size": 2}
+    with pytest.raises(ValueError, match="trained on 2 process.*resume it with --nproc 2"):
+        fit(model, splits, train, sched, scheme="dynst", sparsity=0.5, seed=0, resume=state)
+
+
 # ---------------------------------------------------------------- 2 gloo processes
+@pytest.fixture(scope="module")
+def two_rank_job(tmp_path_factory) -> Path:
+    """One torchrun job of 2 ranks: the own loop, then ``fit`` with per-rank batch 4."""
+    out = tmp_path_factory.mktemp("ddp")
+    r = _torchrun("both", str(out), "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
-def test_every_rank_makes_the_same_decisions(tmp_path):
+def test_every_rank_makes_the_same_decisions(two_rank_job):
     """Each rank trains on other windows; the all-reduced gate gradient keeps theta, the
     active set and the swap history identical on both after every round."""
-    r = _torchrun("loop", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-3000:]
+    tmp_path = two_rank_job
     a, b = (torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in (0, 1))
     assert len(a) == len(b) >= 3  # every round end was recorded
     assert any(s["history"] and s["history"][-1].get("dropped") for s in a)  # swaps happened
@@ -86,10 +107,8 @@ def test_every_rank_makes_the_same_decisions(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_ranks_with_batch_b_train_like_one_with_batch_2b(tmp_path):
-    r = _torchrun("fit", str(tmp_path), "4")
-    assert r.returncode == 0, r.stderr[-3000:]
-    two = torch.load(tmp_path / "fit.pt", weights_only=True)
+def test_two_ranks_with_batch_b_train_like_one_with_batch_2b(two_rank_job):
+    two = torch.load(two_rank_job / "fit.pt", weights_only=True)
     splits, model = dist_worker.data_and_model()
     from dynst_fast.train import fit
 
@@ -135,8 +154,6 @@ def test_dynst_run_nproc_and_resume_under_ddp(tmp_path):
     cut = tmp_path / "cut"
     r = _torchrun("interrupt", *RUN[1:], "--out", str(cut))
     assert r.returncode != 0 and not (cut / "metrics.json").exists()
-    r = _dynst("run", "--resume", str(cut), "--quiet")
-    assert r.returncode == 2 and "resume it with --nproc 2" in r.stderr
     r = _dynst("run", "--resume", str(cut), "--nproc", "2", "--quiet")
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("mask.json",):

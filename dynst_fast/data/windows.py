@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from ..config import DataConfig
 from .formats import Dataset as AnyDataset
@@ -163,6 +163,8 @@ def split_bounds(num_steps: int, split: Sequence[float]) -> tuple[int, int]:
     return a, b
 
 
+EVAL_BATCH = 256  # windows per evaluation batch at most ...
+EVAL_CELLS = 1 << 15  # ... and at most this many values per step of the batch (batch x N x C)
 CHUNK_STEPS = 256  # time steps per chunk when statistics and normalisation stream the series
 
 
@@ -232,3 +234,19 @@ def make_windows(
         t_out=t_out,
         axes=tuple(a.strip() for a in ds.values_layout.strip("[]").split(",")[1:]),
     )
+
+
+def eval_batch_size(data: WindowDataset) -> int:
+    """Windows per evaluation batch: ``EVAL_BATCH``, fewer for large networks, so that a
+    batch holds at most ``EVAL_CELLS`` values per step (2 windows at N = 16,384)."""
+    return max(1, min(EVAL_BATCH, EVAL_CELLS // max(data.step_cells, 1)))
+
+
+def eval_loader(
+    data: WindowDataset, batch_size: int | None = None, rank: int = 0, world: int = 1
+) -> DataLoader:
+    """Batches in window order (``eval_batch_size`` windows by default); with ``world``
+    ranks, every ``world``-th of them from ``rank`` on (each rank scores its own)."""
+    size = eval_batch_size(data) if batch_size is None else batch_size
+    batches = list(BatchSampler(SequentialSampler(data), size, drop_last=False))
+    return DataLoader(data, sampler=batches[rank::world], batch_size=None)

@@ -7,6 +7,7 @@ Modes:
   the swap history to ``OUT/rank{R}.pt``.
 - ``fit OUT BATCH``: ``train.fit`` for one epoch with per-rank batch BATCH; rank 0 saves
   the weights and theta to ``OUT/fit.pt``.
+- ``both OUT BATCH``: ``loop`` then ``fit``, in one job.
 - ``fail OUT``: rank 1 raises after its first step while rank 0 trains on.
 - ``interrupt ARGV...``: ``dynst run ARGV`` whose rank 0 dies (os._exit) right after
   saving the dynst stage's first epoch, as a machine that fails would.
@@ -114,7 +115,11 @@ if __name__ == "__main__":
         interrupt(rest)
     distributed.init_from_env()
     try:
-        {"loop": lambda: loop(rest[0]), "fit": lambda: run_fit(rest[0], int(rest[1])),
-         "fail": lambda: fail(rest[0])}[mode]()  # fmt: skip
+        if mode == "both":  # loop, then fit: one job for two tests
+            loop(rest[0])
+            run_fit(rest[0], int(rest[1]))
+        else:
+            {"loop": lambda: loop(rest[0]), "fit": lambda: run_fit(rest[0], int(rest[1])),
+             "fail": lambda: fail(rest[0])}[mode]()  # fmt: skip
     finally:
         distributed.shutdown()
