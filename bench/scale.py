@@ -167,10 +167,11 @@ def write(out: Path, rows: list[dict], command: str, ddp: list[dict] | None) -> 
     summary: dict = {}
     if rows:
         ns = [r["n"] for r in rows]
-        summary = {
-            "dense_epoch_slope": slope(ns, [r["dense_epoch_s"] for r in rows]),
-            "compact_epoch_slope": slope(ns, [r["compact_epoch_s"] for r in rows]),
-        }
+        if len(ns) > 1:
+            summary = {
+                "dense_epoch_slope": slope(ns, [r["dense_epoch_s"] for r in rows]),
+                "compact_epoch_slope": slope(ns, [r["compact_epoch_s"] for r in rows]),
+            }
         lines += [
             "| N | dense epoch (s) | compacted epoch (s) | dense batch 8 (ms) | "
             "compacted batch 8 (ms) | speedup | values (MB) | model (MB) | "
@@ -188,9 +189,15 @@ def write(out: Path, rows: list[dict], command: str, ddp: list[dict] | None) -> 
         lines += [
             "",
             f"Epoch: {r0['windows']} training windows, batch {r0['batch']}, "
-            f"{r0['threads']} threads; the compacted model at sparsity 0.5. Log-log slope "
-            f"of epoch time against N: dense {summary['dense_epoch_slope']:.2f}, compacted "
-            f"{summary['compact_epoch_slope']:.2f}. Base RSS (the interpreter, torch and "
+            f"{r0['threads']} threads; the compacted model at sparsity 0.5. "
+            + (
+                "Log-log slope of epoch time against N: dense "
+                f"{summary['dense_epoch_slope']:.2f}, compacted "
+                f"{summary['compact_epoch_slope']:.2f}. "
+                if summary
+                else ""
+            )
+            + "Base RSS (the interpreter, torch and "
             f"dynst_fast) is about {r0['base_rss_mb']:.0f} MB; the values are "
             f"{r0['steps']} steps of float32.",
         ]
@@ -210,7 +217,7 @@ def write(out: Path, rows: list[dict], command: str, ddp: list[dict] | None) -> 
     write_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
     write_json(out.with_suffix(".json"), {"command": command, "sizes": rows, "ddp": ddp,
                                           "summary": summary})  # fmt: skip
-    if rows:
+    if len(rows) > 1:
         _picture(out.with_suffix(".png"), rows)
 
 
