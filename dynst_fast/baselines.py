@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from .data.windows import WindowDataset, WindowSplits
+from .data.windows import WindowDataset, WindowSplits, eval_loader
 from .sensors import SensorSpace
-from .train import eval_loader, metric_stream
+from .train import metric_stream
 
 __all__ = ["last_value_forecast", "LinearAR", "persistence_baseline", "linear_ar_baseline"]
 __all__ += ["run_baselines"]

@@ -29,14 +29,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(command: str | None) -> argparse.ArgumentParser:
-    p = _Parser(prog="dynst", description=__doc__)
+    p = _Parser(prog="dynst", description=__doc__, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--debug", action="store_true", help="on an error, show its traceback (DYNST_DEBUG=1)"
     )
-    parsers = {
-        name: sub.add_parser(name, help=text, parents=[common]) for name, text in COMMANDS.items()
+    parsers = {  # no abbreviated flags: --nproc is taken out of the workers' command line
+        name: sub.add_parser(name, help=text, parents=[common], allow_abbrev=False)
+        for name, text in COMMANDS.items()
     }
     if command == "run":
         _run_parser(parsers["run"])

@@ -30,10 +30,12 @@ def active() -> bool:
 
 
 def world_size() -> int:
+    """The number of ranks (1 outside a process group)."""
     return dist.get_world_size() if active() else 1
 
 
 def rank() -> int:
+    """This process's rank (0 outside a process group)."""
     return dist.get_rank() if active() else 0
 
 
@@ -55,34 +57,50 @@ def timeout() -> datetime.timedelta:
 
 def init_from_env(backend: str = "gloo") -> bool:
     """Join the process group described by ``torchrun``'s environment (``WORLD_SIZE`` > 1;
-    ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); True if this process is now one of
-    several ranks. Nothing happens outside ``torchrun`` or when already initialised."""
+    ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). True if this call created the group (the
+    caller then shuts it down); nothing happens outside ``torchrun`` or when a group
+    exists already (a caller's own)."""
     if dist.is_available() and dist.is_initialized():
-        return active()
+        return False
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_available():
         raise RuntimeError("this torch build has no torch.distributed")
     dist.init_process_group(backend, timeout=timeout())
-    return active()
+    return True
 
 
 def shutdown() -> None:
+    """Leave the process group, if there is one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def all_reduce_sum(t: Tensor) -> Tensor:
     """``t`` summed over every rank, in place (returned; unchanged with one process). A
-    tensor on a device the backend cannot reduce on goes through the CPU."""
+    tensor on a device the backend cannot reduce on (a CPU tensor under NCCL, a GPU
+    tensor under gloo) is reduced through a copy on one it can."""
     if not active():
         return t
-    if t.device.type == "cpu" or dist.get_backend() != "gloo":
+    backend = dist.get_backend()
+    if backend == "nccl" and t.device.type != "cuda":
+        where = torch.device("cuda", torch.cuda.current_device())
+    elif backend == "gloo" and t.device.type != "cpu":
+        where = torch.device("cpu")
+    else:
         dist.all_reduce(t)
         return t
-    host = t.cpu()
-    dist.all_reduce(host)
-    return t.copy_(host)
+    moved = t.to(where)
+    dist.all_reduce(moved)
+    return t.copy_(moved)
+
+
+def all_ok(ok: bool) -> bool:
+    """Whether ``ok`` holds on every rank (a collective: every rank must call it)."""
+    if not active():
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0], dtype=torch.float64)
+    return float(all_reduce_sum(flag)) == 0
 
 
 def all_reduce_mean(t: Tensor) -> Tensor:
@@ -110,7 +128,9 @@ def rank_share(batch: Sequence[int], rank_: int, world: int) -> list[int]:
 class RankBatches(torch.utils.data.Sampler[list[int]]):
     """This rank's share of every batch of ``batches`` (a sampler of global batches)."""
 
-    def __init__(self, batches: torch.utils.data.Sampler[list[int]], rank_: int, world: int):
+    def __init__(
+        self, batches: torch.utils.data.Sampler[list[int]], rank_: int, world: int
+    ) -> None:
         self.batches, self.rank, self.world = batches, rank_, world
 
     def __len__(self) -> int:
@@ -137,8 +157,9 @@ def launch(nproc: int, argv: list[str], module: str = "dynst_fast") -> int:
         torchrun(args)
     except ChildFailedError as exc:
         failed_rank, failure = exc.get_first_failure()
-        code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
-        how = f"exit code {failure.exitcode}" if failure.exitcode >= 0 else "killed by a signal"
+        exitcode = failure.exitcode if failure.exitcode is not None else 1
+        code = exitcode if exitcode > 0 else 1
+        how = f"exit code {exitcode}" if exitcode >= 0 else "killed by a signal"
         print(
             f"dynst run: error: rank {failed_rank} of {nproc} failed ({how}); its error is "
             "above, and the other ranks were stopped",

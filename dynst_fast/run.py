@@ -206,7 +206,8 @@ class Stages:
         return Trained(scheme, model, result)
 
     def _save(self, current: dict[str, Any] | None) -> None:
-        artifacts.save_progress(self.cfg.out, self.cfg, {"done": self.done, "current": current})
+        progress = {"done": self.done, "current": current, "world_size": distributed.world_size()}
+        artifacts.save_progress(self.cfg.out, self.cfg, progress)
 
 
 def _fit_result(rec: dict[str, Any]) -> FitResult:
@@ -359,6 +360,12 @@ def _run(cfg: RunConfig, resume: bool, t_start: float) -> dict[str, Any]:
     if resume:
         saved, progress = artifacts.load_progress(cfg.out)
         cfg = dataclasses.replace(saved, quiet=cfg.quiet)
+        was, now = int(progress.get("world_size", 1)), distributed.world_size()
+        if was != now:
+            raise ValueError(
+                f"the run was trained on {was} process(es) and resumes on {now}: resume it "
+                f"with --nproc {was} (the batches depend on it)"
+            )
     cfg.validate()
     ds = load(cfg)
     space = sensor_space(ds, cfg)
@@ -367,14 +374,21 @@ def _run(cfg: RunConfig, resume: bool, t_start: float) -> dict[str, Any]:
     splits = make_windows(ds, t_in=cfg.data.t_in, t_out=cfg.data.horizon)
     preflight.check_run(cfg, ds, splits, space, constraints)
     if not main:  # train in step with rank 0, which alone writes and shows progress
+        if not distributed.all_ok(True):  # rank 0 could not start the run directory
+            raise RuntimeError("rank 0 could not start the run directory (its error is above)")
         cfg = dataclasses.replace(cfg, quiet=True)
         stages = Stages(cfg, progress, checkpoint=False, constraints=constraints)
         dense = train_dense(stages, build(cfg, space, ds.num_channels), splits)
         for s in cfg.schedule.schemes:
             train_sparse(stages, dense, splits, s)
         return {"out": str(cfg.out), "rank": distributed.rank()}
-    stage = artifacts.begin_run(cfg.out, resume=resume)
-    artifacts.write_config(stage, cfg)
+    try:
+        stage = artifacts.begin_run(cfg.out, resume=resume)
+        artifacts.write_config(stage, cfg)
+    except BaseException:
+        distributed.all_ok(False)  # the other ranks stop rather than wait for rank 0
+        raise
+    distributed.all_ok(True)
     stages = Stages(cfg, progress, constraints=constraints)
     try:
         if not resume:

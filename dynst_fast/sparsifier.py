@@ -26,7 +26,8 @@ with a budget each round prunes the lowest ``|theta|`` per unit cost until its c
 (the budget reached in equal steps) is met, and a swap regrows only what fits.
 
 Under ``torch.distributed`` (an initialised process group of several ranks) ``step()``
-averages the gate gradient over the ranks before it uses it, as the ranks' network
+averages the gate gradient over the ranks before it uses it (unless ``average_ranks`` is
+False), as the ranks' network
 gradients are averaged, so that theta, every prune and every swap agree on every rank.
 """
 
@@ -55,6 +56,9 @@ class Sparsifier:
         device: where theta and the gate live (the model's device).
         constraints: keep / forbid / cost + budget (:class:`Constraints`), or None. With a
             budget, the schedule's sparsity only sizes the swaps; the cost decides the rest.
+        average_ranks: under ``torch.distributed`` (a default process group of several
+            ranks), average the gate gradient over the ranks; False for sparsifiers that
+            train independently on each rank.
     """
 
     def __init__(
@@ -66,8 +70,10 @@ class Sparsifier:
         seed: int = 0,
         device: torch.device | str = "cpu",
         constraints: Constraints | None = None,
+        average_ranks: bool = True,
     ) -> None:
         self.schedule = schedule
+        self.average_ranks = average_ranks
         self.theta_lr, self.l1, self.seed = theta_lr, l1, seed
         n = schedule.num_sensors
         c = Constraints.none(n) if constraints is None else constraints
@@ -196,7 +202,9 @@ class Sparsifier:
                 "Sparsifier.step(): the gate has no gradient; pass the tensor returned by "
                 "gate() to the model and call loss.backward() before step()"
             )
-        grad = distributed.all_reduce_mean(g.grad.detach())  # the same decision on every rank
+        grad = g.grad.detach()
+        if self.average_ranks:  # the same decisions on every rank
+            grad = distributed.all_reduce_mean(grad)
         if not bool(torch.isfinite(grad).all()):
             raise FloatingPointError("Sparsifier.step(): the gate gradient is not finite")
         self.grad_sum += grad.abs().to(torch.float64)

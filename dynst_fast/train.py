@@ -94,14 +94,36 @@ def first_windows(data: WindowDataset, count: int) -> tuple[Tensor, Tensor]:
 
 
 # ---------------------------------------------------------------- steps
-def masked_weighted_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+def masked_weighted_l1(
+    pred: Tensor, target: Tensor, weight: Tensor, count: float | None = None
+) -> Tensor:
     """Mean of ``|pred - target| * weight`` over non-NaN targets; ``[B, T, N, C]`` with
-    weight ``[1, 1, N, C]``, or ``[B, T, C, H, W]`` with weight ``[1, 1, C, H, W]``."""
+    weight ``[1, 1, N, C]``, or ``[B, T, C, H, W]`` with weight ``[1, 1, C, H, W]``.
+    ``count``: divide the sum by this many targets instead (those of every rank)."""
     ok = ~torch.isnan(target)
-    if not bool(ok.any()):  # no observed target in the batch: nothing to learn, loss 0
+    if not bool(ok.any()) or count == 0:  # no observed target: nothing to learn, loss 0
         return (pred * 0).sum()
     diff = (pred - torch.nan_to_num(target)).abs() * weight
-    return diff[ok].mean()
+    return diff[ok].mean() if count is None else diff[ok].sum() / count
+
+
+def rank_loss(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """This rank's term of the batch loss: `masked_weighted_l1` over every rank's targets
+    times the world size, so that DDP's average of the ranks' gradients is the gradient
+    of the mean over every observed target of the global batch (the loss one process
+    with the whole batch computes, whatever the shares and their missing values)."""
+    world = distributed.world_size()
+    if world == 1:
+        return masked_weighted_l1(pred, target, weight)
+    seen = torch.tensor([float((~torch.isnan(target)).sum())], dtype=torch.float64)
+    count = float(distributed.all_reduce_sum(seen)) / world
+    return masked_weighted_l1(pred, target, weight, count)
+
+
+def finite_everywhere(value: float) -> bool:
+    """Whether ``value`` is finite on every rank (each rank then stops, or none)."""
+    bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], dtype=torch.float64)
+    return float(distributed.all_reduce_sum(bad)) == 0
 
 
 def random_failures(k: int, rate: float, generator: torch.Generator) -> Tensor | None:
@@ -167,11 +189,12 @@ def forecasts(
     model.eval()
     rank, world = (distributed.rank(), distributed.world_size()) if shard else (0, 1)
     try:
-        with torch.inference_mode():
-            for x, y in eval_loader(data, rank=rank, world=world):
+        for x, y in eval_loader(data, rank=rank, world=world):
+            with torch.inference_mode():
                 if active_index is not None:
                     x = space.gather(x, active_index)
-                yield (model(x) if gate is None else model(x, gate)), y
+                pred = model(x) if gate is None else model(x, gate)
+            yield pred, y
     finally:
         model.train(was)
 
@@ -207,8 +230,7 @@ def metric_stream(
     space: SensorSpace, splits: WindowSplits, data: WindowDataset
 ) -> StreamingMetrics:
     """An empty accumulator of ``space``'s whole-field metrics on ``data``."""
-    rng = target_range(splits, data) if space.metrics_need_range else None
-    return StreamingMetrics(splits.t_out, data_range=rng)
+    return space.metric_stream(splits.t_out, lambda: target_range(splits, data))
 
 
 def evaluate(
@@ -324,7 +346,7 @@ def fit(
     model.train()
     for epoch in range(start_epoch, train.epochs):
         losses = []
-        epoch_start, windows = time.perf_counter(), 0
+        epoch_start = time.perf_counter()
         for batch, (xb, yb) in enumerate(loader):
             if sp.done_pruning and schedule.scheme != "dense":
                 key = tuple(sp.active_index().tolist())
@@ -340,14 +362,18 @@ def fit(
                 pred = compact_net(xa) if alive is None else compact_net(xa, alive)
             else:
                 pred = net(xb, sp.gate())
-            windows += xb.shape[0]
-            loss = masked_weighted_l1(pred, yb, weight)
+            loss = rank_loss(pred, yb, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             value = float(loss.detach())
             phase = sp.phase
-            if not math.isfinite(value):
-                raise _diverged(f"the loss is {value}", epoch, batch, phase, train, sched)
+            if not finite_everywhere(value):
+                what = (
+                    f"the loss is {value}"
+                    if not math.isfinite(value)
+                    else f"rank {distributed.rank()}'s loss is finite, another rank's is not"
+                )
+                raise _diverged(what, epoch, batch, phase, train, sched)
             if sp.trains_network:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
                 opt.step()
@@ -381,7 +407,7 @@ def fit(
                     "loss": result.losses[-1],
                     "val_mae": val_mae,
                     "steps_per_s": len(losses) / max(train_seconds, 1e-9),
-                    "windows_per_s": windows * world / max(train_seconds, 1e-9),
+                    "windows_per_s": len(splits.train) / max(train_seconds, 1e-9),
                 }
             )
         if on_epoch is not None:

@@ -361,3 +361,15 @@ def test_synthetic_planted_sensors_predict_the_field(seed):
     rng = np.random.default_rng(100 + seed)
     rand = [_next_step_mse(v, np.sort(rng.choice(80, 16, replace=False))) for _ in range(3)]
     assert np.mean(rand) > 1.5 * planted, (planted, rand)
+
+
+def test_ar2_driver_filter_is_scipys_lfilter_bit_for_bit():
+    """The planted drivers' all-pole filter, written out to spare importing
+    scipy.signal, rounds exactly as ``lfilter`` does (so the data sets are unchanged)."""
+    from scipy.signal import lfilter
+
+    from dynst_fast.data.synthetic import _ar2
+
+    e = np.random.default_rng(0).standard_normal((500, 6))
+    a1, a2 = 1.9, -0.9409
+    np.testing.assert_array_equal(_ar2(e, a1, a2), lfilter([1.0], [1.0, -a1, -a2], e, axis=0))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+CHUNK_STEPS = 256  # time steps per chunk when statistics and normalisation stream the series
 LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
 HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
@@ -48,7 +49,8 @@ def _stored_layout(path: str | Path, name: str) -> tuple[tuple, bool, np.dtype, 
     """``(shape, fortran_order, dtype, data offset)`` of an uncompressed member, None for
     a compressed one (or an ``.npy`` format version without a public header reader)."""
     with zipfile.ZipFile(path) as z:
-        info = z.getinfo(name + ".npy")
+        names = set(z.namelist())
+        info = z.getinfo(name + ".npy" if name + ".npy" in names else name)
     if info.compress_type != zipfile.ZIP_STORED:
         return None
     with open(path, "rb") as f:

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..graph import CSRGraph, as_graph
 from ..sensors import GraphSensors
-from .arrays import load_npy, load_npz_member
+from .arrays import CHUNK_STEPS, load_npy, load_npz_member
 
 VALUE_FILES = ("speed.csv", "values.csv", "values.npy", "values.npz")
 ADJ_FILES = ("adj.csv", "adj.npy", "adj.npz", "edges.csv")
@@ -357,17 +357,20 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
     if len(ids) != n:
         raise ValueError(f"{vfile.name}: {len(ids)} sensor ids for {n} sensors")
     check_unique_ids(ids, vfile.name)
-    dead = np.isnan(vals).all(axis=(0, 2))
+    dead = np.ones(n, dtype=bool)  # sensors with no value at all, in time chunks
+    for lo in range(0, vals.shape[0], CHUNK_STEPS):
+        chunk = vals[lo : lo + CHUNK_STEPS]
+        dead &= np.isnan(chunk).all(axis=(0, 2))
+        if np.isinf(chunk).any():
+            t, i = (int(v) for v in np.argwhere(np.isinf(chunk))[0][:2])
+            raise ValueError(
+                f"{vfile.name}: values contain inf (step {lo + t}, sensor {ids[i]!r}): mark a "
+                "missing value as NaN or an empty cell"
+            )
     if dead.any():
         raise ValueError(
             f"{vfile.name}: sensor {ids[int(np.argmax(dead))]!r} has no value at all (all NaN)"
             + (f" ({int(dead.sum())} such sensors)" if dead.sum() > 1 else "")
-        )
-    if np.isinf(vals).any():
-        t, i = (int(v) for v in np.argwhere(np.isinf(vals))[0][:2])
-        raise ValueError(
-            f"{vfile.name}: values contain inf (step {t}, sensor {ids[i]!r}): mark a missing "
-            "value as NaN or an empty cell"
         )
 
     adj = read_adjacency(afile, ids)

@@ -31,7 +31,6 @@ N = 100,000 with 1,000 steps; on the CLI ``--data synthetic:N[:T]``). The steps:
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
 from scipy.spatial import cKDTree
 
 from ..graph import distance_kernel
@@ -72,12 +71,25 @@ def _farthest_points(xy: np.ndarray, k: int, rng: np.random.Generator) -> np.nda
     return np.sort(np.asarray(sel, dtype=np.int64))
 
 
+def _ar2(e: np.ndarray, a1: float, a2: float) -> np.ndarray:
+    """``z[t] = e[t] + (a1 z[t-1] + a2 z[t-2])`` along axis 0, from rest: the all-pole
+    filter ``scipy.signal.lfilter([1], [1, -a1, -a2], e, axis=0)`` with its rounding
+    (without importing scipy.signal, which takes seconds)."""
+    z = np.empty_like(e)
+    prev1 = np.zeros(e.shape[1:])
+    prev2 = np.zeros(e.shape[1:])
+    for t in range(e.shape[0]):
+        z[t] = e[t] + (a1 * prev1 + a2 * prev2)
+        prev1, prev2 = z[t], prev1
+    return z
+
+
 def _drivers(num_steps: int, k: int, spd: int, rng: np.random.Generator) -> np.ndarray:
     """``[num_steps, k]`` latent drivers: AR(2) quasi-oscillation + a small daily cycle."""
     a1, a2 = 2 * _RADIUS * np.cos(2 * np.pi / _PERIOD), -(_RADIUS**2)
     burn = 300
     e = rng.standard_normal((num_steps + burn, k))
-    z = lfilter([1.0], [1.0, -a1, -a2], e, axis=0)[burn:]
+    z = _ar2(e, a1, a2)[burn:]
     z = z / z.std(axis=0, keepdims=True)
     phase = rng.random(k) * 2 * np.pi
     t = np.arange(num_steps)[:, None]

@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from ..config import DataConfig
+from .arrays import CHUNK_STEPS
 from .formats import Dataset as AnyDataset
 
 
@@ -165,7 +166,6 @@ def split_bounds(num_steps: int, split: Sequence[float]) -> tuple[int, int]:
 
 EVAL_BATCH = 256  # windows per evaluation batch at most ...
 EVAL_CELLS = 1 << 15  # ... and at most this many values per step of the batch (batch x N x C)
-CHUNK_STEPS = 256  # time steps per chunk when statistics and normalisation stream the series
 
 
 def _train_stats(train: np.ndarray, ds: AnyDataset) -> tuple[np.ndarray, np.ndarray]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 from torch import Tensor, nn
 
-from ..metrics import evaluate
+from ..metrics import StreamingMetrics
 
 
 class SensorSpace(ABC):
@@ -79,9 +80,17 @@ class SensorSpace(ABC):
         """``x`` with every value of sensor j multiplied by ``gate[j]``."""
 
     # ---------------------------------------------------------------- evaluation
+    def metric_stream(self, t_out: int, target_range: Callable[[], float]) -> StreamingMetrics:
+        """An empty accumulator of this space's whole-field metrics of ``[B, t_out, ...]``
+        forecasts in original units; ``target_range()`` gives the targets' max - min over
+        the split, for metrics that scale by it (``metrics_need_range``)."""
+        return StreamingMetrics(t_out)
+
     def metrics(self, pred: Tensor, target: Tensor) -> dict[str, Any]:
-        """Whole-field metrics of forecasts in original units (``dynst_fast.metrics``)."""
-        return evaluate(pred, target)
+        """Whole-field metrics of forecasts in original units, all windows at once."""
+        acc = self.metric_stream(target.shape[1], lambda: _finite_range(target))
+        acc.update(pred, target)
+        return acc.result()
 
     @abstractmethod
     def cells(self, x: Tensor) -> Tensor:
@@ -148,3 +157,11 @@ class SensorSpace(ABC):
     def sidecar(self, index: Tensor, t_in: int, t_out: int, channels: int) -> dict[str, Any]:
         """The layout fields of an exported model's sidecar (``kind``, the ``input`` /
         ``output`` shapes, and whatever else ``dynst predict`` needs)."""
+
+
+def _finite_range(target: Tensor) -> float:
+    """max - min of the non-NaN entries of ``target``."""
+    seen = target[~target.isnan()]
+    if seen.numel() == 0:
+        raise ValueError("no valid entries: every target is NaN")
+    return float(seen.max() - seen.min())

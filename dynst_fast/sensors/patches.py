@@ -10,6 +10,7 @@ are ``r{row}c{col}``; the active input of a compacted model is the active patche
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from ..metrics import evaluate, image_metrics
+from ..metrics import StreamingMetrics
 from ..morph import PatchGrid, gate_to_pixels, image_to_stream, stream_to_image
 from .base import SensorSpace
 
@@ -96,9 +97,10 @@ class PatchSensors(SensorSpace):
         return x * gate_to_pixels(gate.to(x.dtype), self.grid)
 
     # ---------------------------------------------------------------- evaluation
-    def metrics(self, pred: Tensor, target: Tensor) -> dict[str, Any]:
-        """MAE/RMSE plus SSIM and PSNR (``dynst_fast.metrics.image_metrics``)."""
-        return {**evaluate(pred, target), **image_metrics(pred, target)}
+    def metric_stream(self, t_out: int, target_range: Callable[[], float]) -> StreamingMetrics:
+        """MAE/RMSE plus SSIM and PSNR (as ``dynst_fast.metrics.image_metrics``), with the
+        data range R = the targets' max - min."""
+        return StreamingMetrics(t_out, data_range=target_range())
 
     def cells(self, x: Tensor) -> Tensor:
         """``[B, T, C, H, W] -> [B, T, H*W, C]``: every pixel a series."""
