@@ -13,6 +13,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (-n 2, as the README runs the suite) each worker gets one thread, so
+# that the workers' thread pools do not spin against each other on a small machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 import pytest  # noqa: E402
 
 from dynst_fast.data import shared_data_dir  # noqa: E402
