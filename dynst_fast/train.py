@@ -236,18 +236,20 @@ def metric_stream(
 def evaluate(
     model: nn.Module,
     splits: WindowSplits,
-    space: SensorSpace,
+    space: SensorSpace | None,
     split: str = "test",
     active_index: Tensor | None = None,
     gate: Tensor | None = None,
     shard: bool = False,
+    metrics: StreamingMetrics | None = None,
 ) -> dict[str, Any]:
     """The space's whole-field metrics (original units) of ``model`` on ``split``, batch
     by batch: a compacted model if ``active_index`` is given (it receives only those
     sensors' input), else dense (``model(x, gate)`` with a gate). ``shard``: every rank
-    scores its share of the batches and the sums are all-reduced."""
+    scores its share of the batches and the sums are all-reduced. ``metrics``: this
+    accumulator instead of the space's (``space`` is then needed only to gather)."""
     data = getattr(splits, split)
-    acc = metric_stream(space, splits, data)
+    acc = metric_stream(space, splits, data) if metrics is None else metrics
     for pred, y in forecasts(model, data, gate, space, active_index, shard=shard):
         acc.update(splits.denormalize(pred), splits.denormalize(y))
     if shard:
@@ -272,11 +274,8 @@ def _mean_over_ranks(values: list[float]) -> float:
 
 def validation_mae(model: nn.Module, splits: WindowSplits, gate: Tensor | None) -> float:
     """Whole-field validation MAE (original units), every rank scoring its share."""
-    acc = StreamingMetrics(splits.t_out)
-    for pred, y in forecasts(model, splits.val, gate, shard=True):
-        acc.update(splits.denormalize(pred), splits.denormalize(y))
-    acc.all_reduce()
-    return acc.result()["mae"]
+    mae_only = StreamingMetrics(splits.t_out)
+    return evaluate(model, splits, None, "val", gate=gate, shard=True, metrics=mae_only)["mae"]
 
 
 def fit(
