@@ -23,7 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "dense")
+SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "qr", "greedy", "mask", "dense")
+FIXED_SET = ("fixed", "random", "qr", "greedy", "mask")  # K* sensors on from the start
 SPARSE_SCHEMES = tuple(s for s in SCHEMES if s != "dense")
 
 
@@ -93,11 +94,25 @@ class ScheduleConfig:
         None,
         "target sparsity in [0, 1) (default: the planted sparsity on synthetic data, else 0.5)",
     )
+    mask: str | None = setting(
+        None,
+        "a mask.json of an earlier run, or a file of sensor ids (one per line or "
+        "comma-separated): train and evaluate exactly this active set (the main scheme "
+        "becomes mask, its sparsity the file's; --also compares others at it)",
+        metavar="FILE",
+    )
     rounds: int = setting(10, "pruning rounds (one-shot uses 1; fixed swaps in each)")
     warmup_frac: float = setting(0.0, "share of training steps before the first round")
     prune_frac: float = setting(0.6, "share of training steps the rounds take")
     mask_frac: float = setting(0.3, "share of each round's steps that train theta")
     swap_fraction: float = setting(0.05, "share of the active sensors swapped per round")
+    prune_by: str = setting(
+        "theta",
+        "what a round end prunes the lowest of: theta (|theta|, Eq. 4) or taylor "
+        "(|theta| x the mean |dL/dg| since the last swap: the first-order loss change of "
+        "switching a sensor off)",
+        choices=("theta", "taylor"),
+    )
     theta_lr: float = setting(2e-2, "Adam learning rate of theta in mask phases")
     l1: float = setting(1e-3, "L1 pull on theta in mask phases")
 
@@ -204,6 +219,21 @@ class RunConfig:
                 raise ValueError(f"--budget must be a positive number, got {c.budget}")
         if c.cost is not None and c.budget is None:
             raise ValueError("--cost needs --budget (the cap on the active sensors' total cost)")
+        if s.mask is not None and "mask" not in s.schemes and s.scheme != "dynst":
+            raise ValueError(
+                f"--mask trains the given set (scheme mask) but --scheme {s.scheme} learns its "
+                f"own: leave --scheme out, and compare with --also {s.scheme}"
+            )
+        if s.mask is None and "mask" in s.schemes:
+            raise ValueError("the mask scheme trains a given set: name it with --mask FILE")
+        if c.budget is not None:
+            counted = [x for x in s.schemes if x in ("qr", "greedy", "mask")]
+            if counted or s.mask is not None:
+                what = counted[0] if counted else "mask"
+                raise ValueError(
+                    f"--budget: the {what} scheme takes a number of sensors, not a cost; "
+                    "give --sparsity instead"
+                )
         for i, scheme in enumerate(s.schemes):
             if scheme not in SPARSE_SCHEMES:
                 raise ValueError(

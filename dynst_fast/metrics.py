@@ -247,6 +247,10 @@ class StreamingMetrics:
     max - min over the whole split, known beforehand) adds SSIM and PSNR of
     ``[B, T, C, H, W]`` frames. ``all_reduce`` sums the partial results of every
     ``torch.distributed`` rank, each of which scored its own share of the windows.
+
+    ``split_by(kept)`` also scores two parts of the field apart: the cells where ``kept``
+    (bool, broadcastable to one step ``[...]`` of the targets) is True, the kept sensors,
+    and the others, the dropped ones; ``result()`` then has ``"kept"`` and ``"dropped"``.
     """
 
     def __init__(self, t_out: int, data_range: float | None = None) -> None:
@@ -255,6 +259,15 @@ class StreamingMetrics:
         # rows: abs-error sum, squared-error sum, valid count (per step); ssim sum, frames
         self.sums = torch.zeros(3, self.t_out, dtype=torch.float64)
         self.ssim_sums = torch.zeros(2, dtype=torch.float64)
+        self.kept: Tensor | None = None
+        self.part_sums = torch.zeros(2, 3, self.t_out, dtype=torch.float64)  # kept, dropped
+
+    def split_by(self, kept: Tensor) -> StreamingMetrics:
+        """Score the kept cells (``kept`` True) and the dropped ones apart too; returns self."""
+        if kept.dtype != torch.bool:
+            raise TypeError(f"kept must be boolean, got {kept.dtype}")
+        self.kept = kept.detach().cpu()
+        return self
 
     @torch.no_grad()
     def update(self, pred: ArrayLike, target: ArrayLike) -> None:
@@ -270,6 +283,19 @@ class StreamingMetrics:
         self.sums[0] += err.abs().sum(dims)
         self.sums[1] += (err * err).sum(dims)
         self.sums[2] += valid.sum(dims)
+        if self.kept is not None:
+            try:
+                kept = self.kept.expand(t.shape[2:])
+            except RuntimeError:
+                raise ValueError(
+                    f"kept of shape {tuple(self.kept.shape)} does not fit a step "
+                    f"{tuple(t.shape[2:])}"
+                ) from None
+            for g, part in enumerate((kept, ~kept)):
+                e = torch.where(part, err, 0.0)
+                self.part_sums[g, 0] += e.abs().sum(dims)
+                self.part_sums[g, 1] += (e * e).sum(dims)
+                self.part_sums[g, 2] += (valid & part).sum(dims)
         if self.data_range is not None and t.numel():
             frames = t.numel() // (t.shape[-1] * t.shape[-2])
             self.ssim_sums[0] += float(ssim(p, t, self.data_range)) * frames
@@ -281,6 +307,7 @@ class StreamingMetrics:
 
         distributed.all_reduce_sum(self.sums)
         distributed.all_reduce_sum(self.ssim_sums)
+        distributed.all_reduce_sum(self.part_sums)
 
     def result(self) -> dict[str, Any]:
         """What `evaluate` returns (plus `image_metrics`' keys with ``data_range``)."""
@@ -302,4 +329,15 @@ class StreamingMetrics:
             out["ssim"] = float(self.ssim_sums[0] / self.ssim_sums[1])
             out["psnr"] = float(10 * np.log10(self.data_range**2 / mse_all))
             out["data_range"] = self.data_range
+        if self.kept is not None:
+            for g, name in enumerate(("kept", "dropped")):
+                a, q, n = self.part_sums[g]
+                if float(n.sum()) > 0:
+                    per = torch.where(n > 0, a / n.clamp_min(1), torch.nan)
+                    out[name] = {
+                        "mae": float(a.sum() / n.sum()),
+                        "rmse": float((q.sum() / n.sum()).sqrt()),
+                        "mae_per_horizon": per.tolist(),
+                        "count": int(n.sum()),
+                    }
         return out

@@ -99,7 +99,7 @@ def draw_sensors(
         s=26,
         marker="s",
         c=gain[~active] if gain is not None else "white",
-        cmap="Oranges",
+        cmap="Oranges" if gain is not None else None,
         edgecolors="#666666",
         linewidths=0.8,
         zorder=2,

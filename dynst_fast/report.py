@@ -16,12 +16,13 @@ def _rows(m: dict[str, Any]) -> list[list[str]]:
     units = f" ({m['units']})" if m.get("units") else ""
     extra = [c for c in OPTIONAL_COLUMNS if c[0] in m["dense"]]
     rows = [["model", f"MAE{units}", f"RMSE{units}", "active", "sparsity", "infer ms", "speedup"]]
-    rows[0][3:3] = [header for _, header, _ in extra]
+    rows[0][3:3] = [header for _, header, _ in extra] + ["kept MAE", "dropped MAE"]
     n = m["num_sensors"]
     d = m["dense"]
 
     def extra_cols(r: dict[str, Any]) -> list[str]:
-        return [fmt.format(r[key]) for key, _, fmt in extra]
+        parts = [f"{r[p]['mae']:.4f}" if p in r else "" for p in ("kept", "dropped")]
+        return [fmt.format(r[key]) for key, _, fmt in extra] + parts
 
     rows.append(
         [
@@ -123,6 +124,22 @@ def _constraints_line(c: dict[str, Any]) -> str:
     return text + "."
 
 
+def _per_horizon(m: dict[str, Any]) -> list[str]:
+    """A table of MAE per forecast step: whole field, kept and dropped, per model."""
+    models = {"dense": m["dense"], m["scheme"]: m["dynst"], **m.get("others", {})}
+    steps = len(m["dense"].get("mae_per_horizon", []))
+    if not steps:
+        return []
+    head = "| model | part | " + " | ".join(f"+{h + 1}" for h in range(steps)) + " |"
+    out = ["## MAE per forecast step", "", head, "|---|---|" + "---|" * steps]
+    for name, r in models.items():
+        for part, v in (("field", r), ("kept", r.get("kept")), ("dropped", r.get("dropped"))):
+            if v is not None and "mae_per_horizon" in v:
+                vals = " | ".join(f"{x:.4f}" for x in v["mae_per_horizon"])
+                out.append(f"| {name} | {part} | {vals} |")
+    return [*out, ""]
+
+
 def render_report(
     m: dict[str, Any],
     history: list[dict[str, Any]],
@@ -150,6 +167,13 @@ def render_report(
         "",
         *md,
         "",
+    ]
+    lines += [
+        "Kept / dropped MAE: the forecasts of the sensors a model keeps on (the paper's "
+        "view) and of those it switches off, apart; the dense row scores the main scheme's "
+        "two sets.",
+        "",
+        *_per_horizon(m),
     ]
     if c:
         lines += [_constraints_line(c), ""]

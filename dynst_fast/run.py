@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from .models import (
 )
 from .preflight import schedule_sparsity
 from .report import format_table, render_report
+from .selection import order_for, read_mask
 from .sensors import SPACES, SensorSpace
 from .sparsifier import Sparsifier
 from .timing import METHOD, side_by_side
@@ -101,17 +103,60 @@ def resolve(cfg: RunConfig, ds: Dataset, space: SensorSpace) -> RunConfig:
         options[spec.width] = cfg.model.hidden
     options = spec.parse_options(options)
     sparsity, budget = cfg.schedule.sparsity, cfg.constraints.budget
+    scheme = cfg.schedule.scheme
+    if cfg.schedule.mask is not None:
+        sparsity = mask_sparsity(cfg, space)
+        scheme = "mask" if scheme == "dynst" else scheme
     if sparsity is None and budget is None:
         sparsity = space.planted_sparsity if space.planted is not None else 0.5
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(ds.name)).strip("._") or "data"
     target = f"b{budget:g}" if budget is not None else f"s{sparsity:g}"
-    out = cfg.out or (f"runs/{safe}_{name}_{cfg.schedule.scheme}_{target}_seed{cfg.seed}")
+    out = cfg.out or (f"runs/{safe}_{name}_{scheme}_{target}_seed{cfg.seed}")
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, name=name, hidden=None, options=options),
-        schedule=dataclasses.replace(cfg.schedule, sparsity=sparsity),
+        schedule=dataclasses.replace(cfg.schedule, sparsity=sparsity, scheme=scheme),
         out=out,
     )
+
+
+def mask_sparsity(cfg: RunConfig, space: SensorSpace) -> float:
+    """The sparsity of ``--mask``'s set, checked against ``--sparsity`` if that is given."""
+    n = space.num_sensors
+    k = len(read_mask(cfg.schedule.mask, space.ids))
+    given = cfg.schedule.sparsity
+    if given is not None and n - int(round(given * n)) != k:
+        raise ValueError(
+            f"--sparsity {given:g} keeps {n - int(round(given * n))} of {n} sensors but --mask "
+            f"names {k}: leave --sparsity out (the mask sets it)"
+        )
+    return 1.0 - k / n
+
+
+def sensor_orders(
+    cfg: RunConfig, splits: WindowSplits, space: SensorSpace, constraints: Constraints | None
+) -> Callable[[str], torch.Tensor | None]:
+    """The fixed-set schemes' sensor orders (``dynst_fast.selection``), computed when a
+    stage first asks for one (a resumed run skips those already trained)."""
+    n = space.num_sensors
+    mask = read_mask(cfg.schedule.mask, space.ids) if cfg.schedule.mask is not None else None
+    if mask is not None and constraints is not None:
+        chosen = set(mask)
+        lost = [space.ids[i] for i in torch.nonzero(constraints.keep).flatten().tolist()]
+        lost = [s for s in lost if s not in chosen]
+        banned = [space.ids[i] for i in torch.nonzero(constraints.forbid).flatten().tolist()]
+        banned = [s for s in banned if s in chosen]
+        if lost or banned:
+            what = f"leaves out kept {lost[0]!r}" if lost else f"holds forbidden {banned[0]!r}"
+            raise ValueError(f"--mask {cfg.schedule.mask} {what}")
+
+    def order(scheme: str) -> torch.Tensor | None:
+        k = n - int(round(schedule_sparsity(cfg, constraints) * n))
+        if scheme in ("qr", "greedy") and not cfg.quiet:
+            print(f"dynst run: choosing {k} of {n} sensors ({scheme})", file=sys.stderr)
+        return order_for(scheme, splits, space, k, constraints, mask)
+
+    return order
 
 
 def build(cfg: RunConfig, space: SensorSpace, num_channels: int) -> GatedBackbone:
@@ -158,8 +203,10 @@ class Stages:
         progress: dict[str, Any] | None = None,
         checkpoint: bool = True,
         constraints: Constraints | None = None,
+        orders: Callable[[str], torch.Tensor | None] | None = None,
     ) -> None:
         self.cfg, self.checkpoint, self.constraints = cfg, checkpoint, constraints
+        self.orders = orders
         self.done: dict[str, dict[str, Any]] = dict(progress["done"]) if progress else {}
         self.current: dict[str, Any] | None = progress.get("current") if progress else None
 
@@ -187,6 +234,7 @@ class Stages:
                 else None,
                 resume=resume,
                 constraints=None if scheme == "dense" else self.constraints,
+                order=self.orders(scheme) if self.orders is not None and resume is None else None,
             )
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"the {name} model's {exc}") from None
@@ -259,9 +307,12 @@ def evaluate_run(
     compacts: dict[str, CompactBackbone],
     splits: WindowSplits,
     space: SensorSpace,
+    kept: torch.Tensor | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Test metrics of the dense model and of every compacted sparse model."""
-    out = {"dense": evaluate(dense.model, splits, space)}
+    """Test metrics of the dense model and of every compacted sparse model, each also on
+    its kept and dropped sensors apart (the dense model on those of ``kept``, the main
+    scheme's active set, so that the two compare on the same sensors)."""
+    out = {"dense": evaluate(dense.model, splits, space, kept=kept)}
     for name, c in compacts.items():
         out[name] = evaluate(c, splits, space, active_index=c.index)
     return out
@@ -377,7 +428,8 @@ def _run(cfg: RunConfig, resume: bool, t_start: float) -> dict[str, Any]:
         if not distributed.all_ok(True):  # rank 0 could not start the run directory
             raise RuntimeError("rank 0 could not start the run directory (its error is above)")
         cfg = dataclasses.replace(cfg, quiet=True)
-        stages = Stages(cfg, progress, checkpoint=False, constraints=constraints)
+        orders = sensor_orders(cfg, splits, space, constraints)
+        stages = Stages(cfg, progress, checkpoint=False, constraints=constraints, orders=orders)
         dense = train_dense(stages, build(cfg, space, ds.num_channels), splits)
         for s in cfg.schedule.schemes:
             train_sparse(stages, dense, splits, s)
@@ -389,7 +441,8 @@ def _run(cfg: RunConfig, resume: bool, t_start: float) -> dict[str, Any]:
         distributed.all_ok(False)  # the other ranks stop rather than wait for rank 0
         raise
     distributed.all_ok(True)
-    stages = Stages(cfg, progress, constraints=constraints)
+    orders = sensor_orders(cfg, splits, space, constraints)
+    stages = Stages(cfg, progress, constraints=constraints, orders=orders)
     try:
         if not resume:
             stages._save(None)  # Ctrl-C from the first step on leaves a run to resume
@@ -416,7 +469,8 @@ def finish(
 ) -> dict[str, Any]:
     """Evaluate, time and write the run directory (published whole); its metrics."""
     compacts = compacted(sparse)
-    metrics = evaluate_run(dense, compacts, splits, space)
+    main_index = sparse[cfg.schedule.scheme].fit.sparsifier.active_index()
+    metrics = evaluate_run(dense, compacts, splits, space, kept=main_index)
     timings = time_run(cfg, dense, compacts, splits)
     main = sparse[cfg.schedule.scheme]
     m = metrics_json(cfg, ds, space, splits, dense, sparse, metrics, timings)

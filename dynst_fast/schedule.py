@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .config import SCHEMES, ScheduleConfig
+from .config import FIXED_SET, SCHEMES, ScheduleConfig
 
 PHASES = ("warmup", "network", "mask", "finetune")
 
@@ -104,8 +104,9 @@ class Schedule:
         return self.num_sensors - int(round(self.sparsity * self.num_sensors))
 
     def initial_active(self) -> int:
-        """Active count at step 0: N for pruning schemes, K* for ``fixed``/``random``."""
-        return self.target_active() if self.scheme in ("fixed", "random") else self.num_sensors
+        """Active count at step 0: N for pruning schemes, K* for the fixed-set ones
+        (``fixed``, ``random``, ``qr``, ``greedy``, ``mask``)."""
+        return self.target_active() if self.scheme in FIXED_SET else self.num_sensors
 
     # ------------------------------------------------------------ timeline
     def phase(self, step: int) -> tuple[str, int]:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from . import distributed, ops
-from .config import ScheduleConfig
+from .config import FIXED_SET, ScheduleConfig
 from .constraints import Constraints, within
 from .schedule import Schedule
 
@@ -59,6 +59,12 @@ class Sparsifier:
         average_ranks: under ``torch.distributed`` (a default process group of several
             ranks), average the gate gradient over the ranks; False for sparsifiers that
             train independently on each rank.
+        order: the fixed-set schemes' order of the sensors (``[N']`` int64, e.g. from
+            ``dynst_fast.selection``): after the kept sensors, movable ones are taken in
+            this order. Default: a permutation seeded by ``seed``.
+        prune_by: ``"theta"`` prunes the lowest ``|theta|`` (Eq. 4); ``"taylor"`` the lowest
+            ``|theta| * mean |dL/dg|`` since the last swap, the first-order change of the
+            loss when a sensor's gate goes to 0.
     """
 
     def __init__(
@@ -71,7 +77,12 @@ class Sparsifier:
         device: torch.device | str = "cpu",
         constraints: Constraints | None = None,
         average_ranks: bool = True,
+        order: Tensor | None = None,
+        prune_by: str = ScheduleConfig.prune_by,
     ) -> None:
+        if prune_by not in ("theta", "taylor"):
+            raise ValueError(f"Sparsifier: prune_by must be theta or taylor, got {prune_by!r}")
+        self.prune_by = prune_by
         self.schedule = schedule
         self.average_ranks = average_ranks
         self.theta_lr, self.l1, self.seed = theta_lr, l1, seed
@@ -82,7 +93,7 @@ class Sparsifier:
         c.check(None if c.budget is not None else schedule.target_active())
         self.constraints = c
         self.theta = torch.ones(n, device=device, requires_grad=True)
-        self.active = self._initial_set().to(device)
+        self.active = self._initial_set(order).to(device)
         self._start_count, self._start_cost = self.num_active, c.cost_of(self.active)
         self.grad_sum = torch.zeros(n, dtype=torch.float64, device=device)
         self.grad_steps = 0
@@ -96,18 +107,31 @@ class Sparsifier:
         self._optimizer = torch.optim.Adam([self.theta], lr=theta_lr)
         self._gate: Tensor | None = None
 
-    def _initial_set(self) -> Tensor:
-        """``[N]`` bool at step 0: every allowed sensor for pruning schemes; for ``fixed`` /
-        ``random`` the kept ones and then movable ones in a seeded random order, up to K*
-        (or, with a budget, each that still fits)."""
+    def _initial_set(self, order: Tensor | None) -> Tensor:
+        """``[N]`` bool at step 0: every allowed sensor for pruning schemes; for the
+        fixed-set ones the kept ones and then movable ones in ``order`` (default: seeded
+        random), up to K* (or, with a budget, each that still fits)."""
         s, c, n = self.schedule, self.constraints, self.schedule.num_sensors
-        if s.scheme not in ("fixed", "random"):
+        if s.scheme not in FIXED_SET:
+            if order is not None:
+                raise ValueError(f"Sparsifier: the {s.scheme} scheme learns its set; no order")
             return ~c.forbid
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        if order is None:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        order = torch.as_tensor(order, dtype=torch.int64).cpu().reshape(-1)
+        if order.numel() and (int(order.min()) < 0 or int(order.max()) >= n):
+            raise ValueError(f"Sparsifier: order holds indices outside [0, {n})")
+        if order.unique().numel() != order.numel():
+            raise ValueError("Sparsifier: order names a sensor twice")
         active = c.keep.clone()
         pool = order[c.movable[order]]
         if c.budget is None:
-            active[pool[: s.initial_active() - int(c.keep.sum())]] = True
+            want = s.initial_active() - int(c.keep.sum())
+            if pool.numel() < want:
+                raise ValueError(
+                    f"Sparsifier: the order gives {pool.numel()} movable sensors; {want} needed"
+                )
+            active[pool[:want]] = True
             return active
         costs, total = c.costs, c.cost_of(c.keep)
         for i in pool.tolist():
@@ -239,7 +263,7 @@ class Sparsifier:
                 k_prune = self.num_active - int(self.round_target(r))
                 if k_prune > 0:
                     self.active = ops.prune_lowest(
-                        self.theta.detach(), self.active, k_prune, movable
+                        self.prune_score(), self.active, k_prune, movable
                     )
             if self.num_active < before:
                 record["pruned"] = before - self.num_active
@@ -269,7 +293,7 @@ class Sparsifier:
         if within(self.cost, target):
             return
         costs = c.costs.to(self.active.device)
-        score = self.theta.detach().abs().to(torch.float64) / costs
+        score = self.prune_score().abs().to(torch.float64) / costs
         movable = c.movable.to(self.active.device)
         lo, hi = 1, int((self.active & movable).sum())
         while lo < hi:
@@ -279,6 +303,13 @@ class Sparsifier:
             else:
                 lo = mid + 1
         self.active = ops.prune_lowest(score, self.active, lo, movable)
+
+    def prune_score(self) -> Tensor:
+        """``[N]``: what a round end prunes the lowest of (``prune_by``)."""
+        theta = self.theta.detach()
+        if self.prune_by == "theta":
+            return theta
+        return theta.abs() * self.mean_gate_grad().to(theta.dtype)
 
     def switch_on_gain(self, signed: bool = False) -> Tensor | None:
         """Mean ``|dL/dg|`` per sensor over the latest mask phase, ``[N]`` float64: for a
@@ -345,7 +376,12 @@ class Sparsifier:
                 "step_count": self.step_count,
                 "history": list(self.history),
                 "optimizer": self._optimizer.state_dict(),
-                "hparams": {"theta_lr": self.theta_lr, "l1": self.l1, "seed": self.seed},
+                "hparams": {
+                    "theta_lr": self.theta_lr,
+                    "l1": self.l1,
+                    "seed": self.seed,
+                    "prune_by": self.prune_by,
+                },
                 "constraints": self.constraints.to_dict(),
                 "start": [self._start_count, self._start_cost],
             }
@@ -380,6 +416,7 @@ class Sparsifier:
         hp = state.get("hparams", {})
         self.theta_lr = hp.get("theta_lr", self.theta_lr)
         self.l1, self.seed = hp.get("l1", self.l1), hp.get("seed", self.seed)
+        self.prune_by = hp.get("prune_by", self.prune_by)
         if "start" in state:
             self._start_count, self._start_cost = int(state["start"][0]), float(state["start"][1])
         self._gate = None

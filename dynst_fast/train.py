@@ -242,14 +242,20 @@ def evaluate(
     gate: Tensor | None = None,
     shard: bool = False,
     metrics: StreamingMetrics | None = None,
+    kept: Tensor | None = None,
 ) -> dict[str, Any]:
     """The space's whole-field metrics (original units) of ``model`` on ``split``, batch
     by batch: a compacted model if ``active_index`` is given (it receives only those
     sensors' input), else dense (``model(x, gate)`` with a gate). ``shard``: every rank
     scores its share of the batches and the sums are all-reduced. ``metrics``: this
-    accumulator instead of the space's (``space`` is then needed only to gather)."""
+    accumulator instead of the space's (``space`` is then needed only to gather).
+    ``kept``: sensor indices whose values are also scored apart (``"kept"``) from the
+    others (``"dropped"``); default the compacted model's ``active_index``."""
     data = getattr(splits, split)
     acc = metric_stream(space, splits, data) if metrics is None else metrics
+    kept = active_index if kept is None else kept
+    if kept is not None and space is not None:
+        acc.split_by(space.kept_cells(kept, splits.mean.shape))
     for pred, y in forecasts(model, data, gate, space, active_index, shard=shard):
         acc.update(splits.denormalize(pred), splits.denormalize(y))
     if shard:
@@ -291,9 +297,11 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
     constraints: Constraints | None = None,
+    order: Tensor | None = None,
 ) -> FitResult:
     """Train ``model`` (a gated backbone) under ``scheme`` to ``sparsity`` (with
-    ``constraints``: keep / forbid, and a budget that replaces the sparsity's count);
+    ``constraints``: keep / forbid, and a budget that replaces the sparsity's count;
+    ``order``: a fixed-set scheme's sensor order, ``dynst_fast.selection``);
     keeps the best-validation weights among epochs whose active set is final.
     Deterministic on CPU for a seed.
 
@@ -310,7 +318,13 @@ def fit(
     per_step = dataclasses.replace(train, batch_size=train.batch_size * world)  # global batch
     schedule = check_schedule(per_step, sched, scheme, sparsity, n, len(splits.train))
     sp = Sparsifier(
-        schedule, theta_lr=sched.theta_lr, l1=sched.l1, seed=seed, constraints=constraints
+        schedule,
+        theta_lr=sched.theta_lr,
+        l1=sched.l1,
+        seed=seed,
+        constraints=constraints,
+        order=order,
+        prune_by=sched.prune_by,
     )
     std = torch.as_tensor(splits.std, dtype=torch.float32)
     weight = (std / std.mean())[None, None]

@@ -117,6 +117,15 @@ RUN_CASES = [
     ("synthetic-size", None, ["--data", "synthetic:1"], ["N must be in [2, 100000]"]),
     ("synthetic-grid", None, ["--data", "synthetic:50", "--model", "vit"], ["graph data"]),
     ("nproc-zero", None, ["--nproc", "0"], ["--nproc must be a positive integer"]),
+    ("mask-scheme-no-file", None, ["--scheme", "mask"], ["--mask FILE"]),
+    (
+        "mask-and-a-learning-scheme",
+        None,
+        ["--mask", "m.txt", "--scheme", "iterative"],
+        ["--mask", "--scheme iterative", "--also iterative"],
+    ),
+    ("mask-file-missing", None, ["--mask", "absent.txt"], ["--mask", "absent.txt"]),
+    ("budget-and-greedy", None, ["--budget", "2", "--scheme", "greedy"], ["--budget", "greedy"]),
 ]
 
 
@@ -133,6 +142,25 @@ def test_run_refuses_bad_input_before_training(tmp_path, capsys, monkeypatch, ca
     code, err = cli(capsys, "run", "--data", str(data), *FAST, *flags, "--out", str(out))
     assert_one_line_error(code, err, *names)
     assert nothing_under(tmp_path, data) == []
+
+
+@pytest.mark.parametrize(
+    "text, names",
+    [("s0,zz\n", ["--mask", "'zz'", "'s0'"]), ("# none\n", ["names no active sensor"]),
+     ("s0\ns0\n", ["'s0' twice"]), ("s0,s1\n", ["--sparsity 0.5", "names 2"])],
+)  # fmt: skip
+def test_run_refuses_a_bad_mask(tmp_path, capsys, monkeypatch, text, names):
+    data = graph_dir(tmp_path)
+    mask = tmp_path / "mask.txt"
+    mask.write_text(text)
+    monkeypatch.setattr("dynst_fast.run.fit", lambda *a, **k: pytest.fail("training started"))
+    extra = ["--sparsity", "0.5"] if "--sparsity 0.5" in names else []
+    out = str(tmp_path / "runs" / "o")
+    code, err = cli(
+        capsys, "run", "--data", str(data), *FAST, *extra, "--mask", str(mask), "--out", out
+    )
+    assert_one_line_error(code, err, *names)
+    assert nothing_under(tmp_path, data, mask) == []
 
 
 def test_out_that_is_a_file_or_a_foreign_directory(tmp_path, capsys, monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dynst_fast.metrics import (
+    StreamingMetrics,
     evaluate,
     image_metrics,
     mae,
@@ -175,3 +176,32 @@ def test_streaming_metrics_refuse_what_evaluate_refuses():
         acc.result()
     with pytest.raises(ValueError, match=r"\[B, 2, \.\.\.\]"):
         acc.update(torch.zeros(1, 3, 3), torch.zeros(1, 3, 3))
+
+
+def test_kept_and_dropped_add_up_to_the_whole_field() -> None:
+    """A hand-made case: 2 windows, 2 steps, 4 sensors (1 and 3 kept), one NaN target."""
+    target = torch.tensor(
+        [[[1.0, 2.0, 3.0, 4.0], [1.0, float("nan"), 3.0, 4.0]],
+         [[0.0, 0.0, 0.0, 0.0], [2.0, 2.0, 2.0, 2.0]]]
+    )[..., None]  # fmt: skip
+    pred = torch.tensor(
+        [[[1.5, 2.0, 2.0, 4.0], [1.0, 9.0, 3.0, 6.0]],
+         [[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 5.0, 2.0]]]
+    )[..., None]  # fmt: skip
+    kept = torch.tensor([False, True, False, True])[:, None]  # [N, C]
+    acc = StreamingMetrics(2).split_by(kept)
+    acc.update(pred[:1], target[:1])
+    acc.update(pred[1:], target[1:])
+    r = acc.result()
+    # kept: sensors 1, 3: |0|, |0|, (NaN), |2|, |0|, |1|, |0|, |0| -> 3 over 7 values
+    assert r["kept"]["count"] == 7 and r["kept"]["mae"] == pytest.approx(3 / 7)
+    # dropped: sensors 0, 2: .5, 1, 0, 0, 1, 0, 0, 3 -> 5.5 over 8 values
+    assert r["dropped"]["count"] == 8 and r["dropped"]["mae"] == pytest.approx(5.5 / 8)
+    assert r["count"] == 15
+    whole = (r["kept"]["mae"] * 7 + r["dropped"]["mae"] * 8) / 15
+    assert r["mae"] == pytest.approx(whole)
+    assert r["kept"]["mae_per_horizon"] == pytest.approx([1 / 4, 2 / 3])
+    assert r["dropped"]["mae_per_horizon"] == pytest.approx([2.5 / 4, 3 / 4])
+    assert evaluate(pred, target, kept.expand(4, 1))["mae"] == pytest.approx(3 / 7)
+    with pytest.raises(ValueError, match="does not fit"):
+        StreamingMetrics(2).split_by(torch.ones(3, dtype=torch.bool)).update(pred, target)

@@ -67,6 +67,28 @@ def test_round_end_swap_uses_mean_abs_gradient_since_last_swap() -> None:
     assert rec["regrown"] == ina_idx[torch.argsort(-s[ina_idx], stable=True)[:k]].tolist()
 
 
+@pytest.mark.parametrize("prune_by", ["theta", "taylor"])
+def test_round_end_prunes_the_lowest_theta_or_taylor_score(prune_by: str) -> None:
+    """One iterative round (no swap) on 10 sensors: theta falls with the index (set by
+    hand), the gate gradient rises with it; ``theta`` prunes the last sensors, ``taylor``
+    (|theta| x mean |dL/dg|) the ones where the product is lowest."""
+    n = 10
+    sched = _schedule("iterative", n, 0.3, warmup_steps=0, rounds=1, network_steps=0, mask_steps=2)
+    sp = Sparsifier(sched, theta_lr=1e-12, l1=0.0, prune_by=prune_by)
+    theta = torch.linspace(1.0, 0.5, n)
+    with torch.no_grad():
+        sp.theta.copy_(theta)
+    grad = torch.tensor([0.01, 1, 1, 1, 1, 1, 1, 1, 1, 0.02])
+    for _ in range(sched.round_steps):
+        _fake_backward(sp, grad)
+        sp.step()
+    assert sp.history[-1]["pruned"] == 3
+    score = theta if prune_by == "theta" else theta * grad
+    expect = torch.argsort(score, stable=True)[:3]
+    assert sorted(torch.nonzero(~sp.active).flatten().tolist()) == sorted(expect.tolist())
+    assert Sparsifier.from_state_dict(sp.state_dict()).prune_by == prune_by
+
+
 @pytest.mark.parametrize("scheme", [s for s in SCHEMES])
 def test_sparsity_follows_schedule_exactly(scheme: str) -> None:
     sched = _schedule(scheme, 37, 0.6 if scheme != "dense" else 0.0)

@@ -94,6 +94,10 @@ class WindowDataset(Dataset):
         part = self._y[: keep + self.t_in + self.t_out - 1] if keep else self._y[:0]
         return WindowDataset(part, self.t_in, self.t_out, start=self.start)
 
+    def part(self) -> Tensor:
+        """The normalised part ``[L, ...]`` the windows are cut from (NaN kept; a view)."""
+        return self._y
+
     def target_steps(self) -> Tensor:
         """The part's steps that some window forecasts, ``[L - t_in, ...]`` (NaN kept)."""
         return self._y[self.t_in :]

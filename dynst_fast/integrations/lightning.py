@@ -53,6 +53,8 @@ class DynSTCallback(pl.Callback):
         attr: the module attribute that holds the gated backbone.
         theta_lr, l1, seed: the sparsifier's (default: the ``ScheduleConfig``'s).
         constraints: keep / forbid / cost + budget (``dynst_fast.constraints``), or None.
+        order: a fixed-set scheme's sensor order (``dynst_fast.selection.qr_order``,
+            ``greedy_order``, ``mask_order``); the ``ScheduleConfig``'s ``prune_by`` is used.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class DynSTCallback(pl.Callback):
         l1: float | None = None,
         seed: int = 0,
         constraints: Constraints | None = None,
+        order: Tensor | None = None,
     ) -> None:
         if not isinstance(schedule, (Schedule, ScheduleConfig)):
             raise TypeError(
@@ -77,6 +80,7 @@ class DynSTCallback(pl.Callback):
         self.theta_lr = cfg.theta_lr if theta_lr is None else theta_lr
         self.l1 = cfg.l1 if l1 is None else l1
         self.seed, self.constraints = seed, constraints
+        self.prune_by, self.order = cfg.prune_by, order
         self.sparsifier: Sparsifier | None = None
         self._module: pl.LightningModule | None = None
         self._pending: dict[str, Any] | None = None
@@ -129,6 +133,8 @@ class DynSTCallback(pl.Callback):
                 seed=self.seed,
                 device=dev,
                 constraints=self.constraints,
+                order=self.order,
+                prune_by=self.prune_by,
             )
         if sp.num_sensors != n:
             raise ValueError(

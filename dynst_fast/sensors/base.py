@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from ..metrics import StreamingMetrics
@@ -91,6 +92,13 @@ class SensorSpace(ABC):
         acc = self.metric_stream(target.shape[1], lambda: _finite_range(target))
         acc.update(pred, target)
         return acc.result()
+
+    def kept_cells(self, index: Tensor, step: Sequence[int]) -> Tensor:
+        """``step``-shaped bool (one step of a forecast: ``[N, C]``, ``[C, H, W]``): True on
+        the values of the sensors ``index``, which a compacted model keeps on."""
+        gate = torch.zeros(self.num_sensors)
+        gate[index.cpu()] = 1.0
+        return self.gate_input(torch.ones(1, 1, *step), gate)[0, 0] != 0
 
     @abstractmethod
     def cells(self, x: Tensor) -> Tensor:

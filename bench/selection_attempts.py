@@ -1,0 +1,111 @@
+"""Attempts at making ``dynst`` the best sensor choice, scored on the validation split only.
+
+Each attempt is ``dynst`` (or a reference scheme) fine-tuned from the same cached dense
+model as ``bench/selection.py`` trains, with a few settings changed; the table gives the
+best validation MAE of the epochs whose active set is final (the test split is never
+looked at). Results are cached with the selection bench's, so adding an attempt reruns
+only that one.
+
+    python bench/selection_attempts.py --datasets los_loop synthetic --epochs 5 \\
+        --out bench/results/selection_attempts
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from _runs import prepare
+from selection import SETS, Cache, config, key_of
+
+from dynst_fast import run
+from dynst_fast.artifacts import write_atomic, write_json
+
+# name: (scheme, schedule settings, train settings)
+ATTEMPTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "dynst, defaults": ("dynst", {}, {}),
+    "fixed (reference)": ("fixed", {}, {}),
+    "random (reference)": ("random", {}, {}),
+    "dynst, prune_frac 0.3": ("dynst", {"prune_frac": 0.3}, {}),
+    "dynst, prune_frac 0.3, rounds 5": ("dynst", {"prune_frac": 0.3, "rounds": 5}, {}),
+    "dynst, mask_frac 0.5": ("dynst", {"mask_frac": 0.5}, {}),
+    "dynst, theta_lr 5e-2": ("dynst", {"theta_lr": 5e-2}, {}),
+    "dynst, swap_fraction 0.1": ("dynst", {"swap_fraction": 0.1}, {}),
+    "dynst, prune_by taylor": ("dynst", {"prune_by": "taylor"}, {}),
+    "dynst, prune_by taylor, prune_frac 0.3": (
+        "dynst",
+        {"prune_by": "taylor", "prune_frac": 0.3},
+        {},
+    ),
+    "dynst, prune_by taylor, prune_frac 0.3, swap_fraction 0.1": (
+        "dynst",
+        {"prune_by": "taylor", "prune_frac": 0.3, "swap_fraction": 0.1},
+        {},
+    ),
+}
+
+
+def attempt(cache: Cache, name: str, seed: int, epochs: int, sparsity: float, which: str) -> dict:
+    scheme, sched, train = ATTEMPTS[which]
+    p = prepare(config(name, seed, epochs, {"sparsity": sparsity}))
+    label = f"{name}_seed{seed}"
+    cfg = dataclasses.replace(
+        p.cfg,
+        schedule=dataclasses.replace(p.cfg.schedule, **sched),
+        train=dataclasses.replace(p.cfg.train, **train),
+    )
+    path = cache.root / "attempts" / f"{label}_{key_of(cfg, scheme, sparsity, which)}.json"
+    if path.exists():
+        return Cache.read(path)
+    dense = cache.dense(p, label)
+    trained = run.train_sparse(run.Stages(cfg, checkpoint=False), dense, p.splits, scheme)
+    r = {"attempt": which, "dataset": name, "seed": seed, "val_mae": trained.fit.best_val_mae}
+    write_json(path, r)
+    return r
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", nargs="+", default=["los_loop"], choices=list(SETS))
+    p.add_argument("--attempts", nargs="+", default=list(ATTEMPTS), choices=list(ATTEMPTS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--cache", default=None, help="default: bench/.cache/selection")
+    p.add_argument("--out", required=True, help="output path without extension")
+    args = p.parse_args()
+    cache = Cache(Path(args.cache or Path(__file__).parent / ".cache" / "selection"))
+    rows: dict[str, dict[str, list[float]]] = {}
+    for which in args.attempts:
+        for name in args.datasets:
+            for seed in args.seeds:
+                r = attempt(cache, name, seed, args.epochs, args.sparsity, which)
+                rows.setdefault(which, {}).setdefault(name, []).append(r["val_mae"])
+                print(f"{which} / {name} seed {seed}: val MAE {r['val_mae']:.4f}", file=sys.stderr)
+    head = " | ".join(args.datasets)
+    lines = [
+        "# Attempts at a better dynst (validation split only)",
+        "",
+        f"Sparsity {args.sparsity:g}, {args.epochs} epochs per training, seeds {args.seeds}; "
+        "best validation MAE (original units, whole field) among the epochs whose active "
+        "set is final, fine-tuned from the same dense model as `bench/selection.py`.",
+        "",
+        f"| attempt | {head} |",
+        "|---|" + "---|" * len(args.datasets),
+    ]
+    for which, per in rows.items():
+        cells = " | ".join(f"{statistics.fmean(per[n]):.4f}" for n in args.datasets)
+        lines.append(f"| {which} | {cells} |")
+    cmd = "python bench/selection_attempts.py " + " ".join(sys.argv[1:])
+    lines += ["", f"Reproduce: `{cmd}`", ""]
+    write_atomic(f"{args.out}.md", "\n".join(lines) + "\n")
+    write_json(f"{args.out}.json", {"args": vars(args), "rows": rows})
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
