@@ -103,11 +103,11 @@ class ScheduleConfig:
     )
     rounds: int = setting(10, "pruning rounds (one-shot uses 1; fixed swaps in each)")
     warmup_frac: float = setting(0.0, "share of training steps before the first round")
-    prune_frac: float = setting(0.6, "share of training steps the rounds take")
+    prune_frac: float = setting(0.3, "share of training steps the rounds take")
     mask_frac: float = setting(0.3, "share of each round's steps that train theta")
     swap_fraction: float = setting(0.05, "share of the active sensors swapped per round")
     prune_by: str = setting(
-        "theta",
+        "taylor",
         "what a round end prunes the lowest of: theta (|theta|, Eq. 4) or taylor "
         "(|theta| x the mean |dL/dg| since the last swap: the first-order loss change of "
         "switching a sensor off)",
