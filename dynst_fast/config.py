@@ -107,7 +107,7 @@ class ScheduleConfig:
     mask_frac: float = setting(0.3, "share of each round's steps that train theta")
     swap_fraction: float = setting(0.05, "share of the active sensors swapped per round")
     prune_by: str = setting(
-        "taylor",
+        "theta",
         "what a round end prunes the lowest of: theta (|theta|, Eq. 4) or taylor "
         "(|theta| x the mean |dL/dg| since the last swap: the first-order loss change of "
         "switching a sensor off)",

@@ -32,7 +32,7 @@ from .data import WindowDataset, WindowSplits
 from .sensors import SensorSpace
 
 GREEDY_MAX_FEATURES = 12288  # N * t_in lagged values; the ridge's Gram is its square
-GREEDY_RIDGE = 1e-3  # ridge = this x the mean diagonal of the Gram (scale-free)
+GREEDY_RIDGES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # x the Gram's mean diagonal (scale-free)
 
 
 def sensor_series(data: WindowDataset, space: SensorSpace) -> Tensor:
@@ -70,13 +70,14 @@ def qr_order(series: Tensor, k: int, constraints: Constraints | None = None) -> 
 def lagged(series: Tensor, t_in: int, t_out: int) -> tuple[Tensor, Tensor]:
     """The windows of ``series`` ``[L, N]`` as a regression: X ``[W, N * t_in]`` (sensor j's
     last t_in values in columns ``j * t_in ...``), Y ``[W, N * t_out]`` (every sensor's
-    next t_out values, sensor-major too); W = L - t_in - t_out + 1."""
+    next t_out values, sensor-major too), both new tensors; W = L - t_in - t_out + 1."""
     w = series.shape[0] - t_in - t_out + 1
     if w < 1:
         raise ValueError(f"a split of {series.shape[0]} steps has no {t_in} + {t_out} window")
     x = series[: w + t_in - 1].unfold(0, t_in, 1)  # [W, N, t_in]
     y = series[t_in:].unfold(0, t_out, 1)  # [W, N, t_out]
-    return x.reshape(w, -1).contiguous(), y.reshape(w, -1).contiguous()
+    # copies, never views of ``series`` (with t_out = 1 a reshape alone could be one)
+    return x.reshape(w, -1).clone(), y.reshape(w, -1).clone()
 
 
 def greedy_order(
@@ -86,12 +87,14 @@ def greedy_order(
     t_out: int,
     k: int,
     constraints: Constraints | None = None,
-    ridge: float = GREEDY_RIDGE,
+    ridge: float | None = None,
 ) -> Tensor:
     """Forward selection of ``k`` sensors of ``train`` / ``val`` ``[L, N]``: the kept ones
     first, then at each step the movable sensor whose lagged inputs lower the validation
     squared error of the ridge forecast of every sensor's next ``t_out`` steps the most.
-    Returns the ``[k]`` int64 order.
+    Returns the ``[k]`` int64 order. ``ridge`` (times the Gram's mean diagonal): default
+    the one of ``GREEDY_RIDGES`` whose forecast from every allowed sensor scores best on
+    validation.
 
     Exact ridge refits are avoided by Gram-Schmidt in the ridge metric A = X'X + lam I:
     R is A's Schur complement off the chosen blocks, E = X'Y's residual, V the validation
@@ -111,8 +114,10 @@ def greedy_order(
     x, y = lagged(train, t, t_out)
     v, f = lagged(val, t, t_out)
     r = x.T @ x
-    r.diagonal().add_(ridge * float(r.diagonal().mean()) + 1e-12)
     e = x.T @ y  # [D, q]
+    if ridge is None:
+        ridge = _best_ridge(r, e, v, f, ~c.forbid, t)
+    r.diagonal().add_(ridge * float(r.diagonal().mean()) + 1e-12)
     eye = torch.eye(t, dtype=r.dtype)
     forced = torch.nonzero(c.keep).flatten().tolist()
     free = c.movable.clone()
@@ -141,6 +146,22 @@ def greedy_order(
         free[j] = False
         chosen.append(j)
     return torch.as_tensor(chosen, dtype=torch.int64)
+
+
+def _best_ridge(
+    gram: Tensor, xty: Tensor, xv: Tensor, yv: Tensor, allowed: Tensor, t: int
+) -> float:
+    """The ridge of ``GREEDY_RIDGES`` whose fit on the ``allowed`` sensors' blocks has the
+    lowest validation squared error."""
+    cols = allowed.repeat_interleave(t)
+    g, b, v = gram[cols][:, cols], xty[cols], xv[:, cols]
+    scale = float(g.diagonal().mean())
+
+    def error(ridge: float) -> float:
+        w = torch.linalg.solve(g + (ridge * scale + 1e-12) * torch.eye(len(g), dtype=g.dtype), b)
+        return float(((yv - v @ w) ** 2).sum())
+
+    return min(GREEDY_RIDGES, key=error)
 
 
 # ---------------------------------------------------------------- mask
