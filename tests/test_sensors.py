@@ -129,3 +129,16 @@ def test_select_sensors_is_the_compact_op() -> None:
         select_sensors(x, idx),
         ops.compact(x.reshape(6, 6, 2), torch.ones(6), idx).reshape(2, 3, 2, 2),
     )
+
+
+def test_kept_cells_mark_the_values_of_the_kept_sensors() -> None:
+    patches = PatchSensors(PatchGrid(5, 6, 4))  # padded to 8 x 8: 2 x 2 patches
+    kept = patches.kept_cells(torch.tensor([1, 2]), (1, 5, 6))
+    expect = torch.zeros(1, 5, 6, dtype=torch.bool)
+    expect[0, :4, 4:] = True  # patch 1: rows 0-3, columns 4-5 (6, 7 are padding)
+    expect[0, 4:, :4] = True  # patch 2: row 4 (5-7 are padding), columns 0-3
+    assert torch.equal(kept, expect)
+    graph = GraphSensors(random_graph(6))
+    kept = graph.kept_cells(torch.tensor([0, 4]), (6, 2))
+    assert kept[:, 0].tolist() == [True, False, False, False, True, False]
+    assert torch.equal(kept[:, 0], kept[:, 1])
