@@ -224,6 +224,8 @@ class RunConfig:
                 f"--mask trains the given set (scheme mask) but --scheme {s.scheme} learns its "
                 f"own: leave --scheme out, and compare with --also {s.scheme}"
             )
+        if s.mask is not None and "mask" in s.also:
+            raise ValueError("--also mask: --mask FILE already trains that set as the main scheme")
         if s.mask is None and "mask" in s.schemes:
             raise ValueError("the mask scheme trains a given set: name it with --mask FILE")
         if c.budget is not None:

@@ -124,6 +124,7 @@ RUN_CASES = [
         ["--mask", "m.txt", "--scheme", "iterative"],
         ["--mask", "--scheme iterative", "--also iterative"],
     ),
+    ("mask-also-mask", None, ["--mask", "m.txt", "--also", "mask"], ["--also mask"]),
     ("mask-file-missing", None, ["--mask", "absent.txt"], ["--mask", "absent.txt"]),
     ("budget-and-greedy", None, ["--budget", "2", "--scheme", "greedy"], ["--budget", "greedy"]),
 ]
