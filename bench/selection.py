@@ -331,7 +331,11 @@ def picture(data: dict[str, Any], args: argparse.Namespace, path: str) -> None:
 def report(args: argparse.Namespace, cache: Cache, wall: float | None) -> None:
     data = gather(cache.results(), args)
     add_ridge_bounds(data, args)
-    cmd = "python bench/selection.py " + " ".join(sys.argv[1:])
+    argv = sys.argv[1:]
+    if "--notes" in argv:  # a remark about the run, not a part of the command
+        i = argv.index("--notes")
+        argv = argv[:i] + argv[i + 2 :]
+    cmd = "python bench/selection.py " + " ".join(a for a in argv if a != "--report")
     lines = [
         "# Sensor selection: every scheme, test split, whole field",
         "",
@@ -351,6 +355,8 @@ def report(args: argparse.Namespace, cache: Cache, wall: float | None) -> None:
     lines += ["![MAE against sparsity](selection.png)", "", f"Reproduce: `{cmd}`", ""]
     if wall is not None:
         lines.append(f"Wall time of this invocation: {wall:.0f} s.")
+    if args.notes:
+        lines += ["", args.notes]
     write_atomic(f"{args.out}.md", "\n".join(lines) + "\n")
     write_json(f"{args.out}.json", {"args": vars(args), "results": data})
     picture(data, args, f"{args.out}.png")
@@ -371,6 +377,7 @@ def main() -> None:
     )
     p.add_argument("--shard", default="0/1", help="I/K: run every K-th (data set, seed) job")
     p.add_argument("--report", action="store_true", help="only gather the cache")
+    p.add_argument("--notes", default="", help="a paragraph for the report (how it was run)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--cache", default=None, help="default: bench/.cache/selection")
     p.add_argument("--out", required=True, help="output path without extension")
