@@ -33,7 +33,7 @@ from dynst_fast import run
 from dynst_fast.artifacts import write_atomic, write_json
 from dynst_fast.config import SPARSE_SCHEMES, RunConfig
 from dynst_fast.data import shared_data_dir
-from dynst_fast.selection import lagged, order_for, sensor_series
+from dynst_fast.selection import GREEDY_RIDGES, lagged, order_for, sensor_series
 from dynst_fast.train import evaluate
 
 SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "qr", "greedy")
@@ -152,13 +152,10 @@ def sparse_result(
     return out
 
 
-RIDGES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # x the Gram's mean diagonal; chosen on validation
-
-
 def ridge_on_dropped(p: Prepared, active: list[int]) -> float | None:
     """Test MAE (original units) on the dropped sensors of a ridge forecast from the kept
     sensors' last ``t_in`` values, fitted on the training split with the ridge of
-    ``RIDGES`` that scores best on validation: a linear reference for what the kept set
+    ``GREEDY_RIDGES`` that scores best on validation: a linear reference for what the kept set
     tells about the rest. Graph data of one channel only (else None)."""
     if p.space.kind != "graph" or p.ds.num_channels != 1 or len(active) == p.space.num_sensors:
         return None
@@ -181,7 +178,7 @@ def ridge_on_dropped(p: Prepared, active: list[int]) -> float | None:
     scale = float(gram.diagonal().mean())
     fits = [
         torch.linalg.solve(gram + r * scale * torch.eye(len(gram), dtype=gram.dtype), rhs)
-        for r in RIDGES
+        for r in GREEDY_RIDGES
     ]
     best = min(fits, key=lambda w: mae("val", w))
     return mae("test", best)
