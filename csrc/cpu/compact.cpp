@@ -27,7 +27,7 @@
 #include <c10/util/Optional.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "../checks.h"
 #include "dot.h"
 
 namespace dynst_fast {

@@ -40,7 +40,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "../checks.h"
 
 // x86-64: the hot loops are also compiled for AVX2 + FMA and picked at run time, since an
 // extension is otherwise built for the baseline ISA (SSE2) only. -DDYNST_NO_AVX2 drops it.
@@ -74,24 +74,6 @@ constexpr int64_t kGrainWork = 32768;
 constexpr int64_t kPrefetchEdges = 16;
 
 // ------------------------------------------------------------------ argument checks
-
-// rowptr / col int64 1-D, weight floating 1-D with one entry per edge, rowptr of
-// num_rows + 1 entries.
-void check_csr_arrays(const char* op, const char* prefix, const at::Tensor& rowptr,
-                      const at::Tensor& col, const at::Tensor& weight, int64_t num_rows) {
-  const std::string p(prefix);
-  check_int64_vector(op, (p + "rowptr").c_str(), rowptr);
-  check_int64_vector(op, (p + "col").c_str(), col);
-  check_cpu(op, (p + "weight").c_str(), weight);
-  TORCH_CHECK(at::isFloatingType(weight.scalar_type()), op, ": ", p,
-              "weight must be a floating point tensor, got ", weight.scalar_type());
-  TORCH_CHECK(weight.dim() == 1, op, ": ", p, "weight must be 1-D, got shape ",
-              weight.sizes());
-  TORCH_CHECK(weight.numel() == col.numel(), op, ": ", p, "weight has ", weight.numel(),
-              " entries but ", p, "col has ", col.numel());
-  TORCH_CHECK(rowptr.numel() == num_rows + 1, op, ": ", p, "rowptr must have ", num_rows + 1,
-              " entries (one per row + 1), got ", rowptr.numel());
-}
 
 // Branch-free scan of rows [r_lo, r_hi) and edges [e_lo, e_hi) (so that it vectorises):
 // true if rowptr does not decrease there and every column is in [0, num_cols).
@@ -162,16 +144,14 @@ void check_csr_values(const char* op, const char* prefix, const at::Tensor& rowp
   TORCH_CHECK(false, op, ": ", prefix, "rowptr / col are not a valid CSR");
 }
 
-void check_x_gate(const char* op, const at::Tensor& x, const at::Tensor& gate) {
-  check_cpu(op, "x", x);
-  check_cpu(op, "gate", gate);
-  TORCH_CHECK(x.dim() == 3, op, ": x must have shape [B, S, F] (3-D), got ", x.sizes());
+// The CPU kernels take float32 and float64 (the op runs its reference for the others).
+void check_cpu_dtype(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
               ": x must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(gate.scalar_type() == x.scalar_type(), op, ": gate must have x's dtype ",
-              x.scalar_type(), ", got ", gate.scalar_type());
-  TORCH_CHECK(gate.dim() == 1 && gate.size(0) == x.size(1), op, ": gate must have shape [",
-              x.size(1), "] (one entry per source node of x), got ", gate.sizes());
+}
+
+void check_x_gate(const char* op, const at::Tensor& x, const at::Tensor& gate) {
+  dynst_fast::check_x_gate(op, x, gate, kCpu, &check_cpu_dtype);
 }
 
 // (Batch, row) pairs per parallel task for rows of about avg_degree edges of F features.
@@ -404,7 +384,7 @@ at::Tensor gated_spmm_cpu(const at::Tensor& rowptr, const at::Tensor& col,
                           int64_t num_rows) {
   const char* op = "dynst_fast::gated_spmm";
   TORCH_CHECK(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
-  check_csr_arrays(op, "", rowptr, col, weight, num_rows);
+  check_csr_arrays(op, "", rowptr, col, weight, num_rows, kCpu);
   check_x_gate(op, x, gate);
   const at::Tensor rp = rowptr.contiguous();
   const at::Tensor cl = col.contiguous();
@@ -445,7 +425,7 @@ at::Tensor gated_spmm_tr_cpu(const at::Tensor& rowptr, const at::Tensor& col,
   // The transpose is only read by the backward; check its shape here so that a wrong
   // one fails at the call, not in the backward.
   check_x_gate(op, x, gate);
-  check_csr_arrays(op, "t_", t_rowptr, t_col, t_weight, x.size(1));
+  check_csr_arrays(op, "t_", t_rowptr, t_col, t_weight, x.size(1), kCpu);
   TORCH_CHECK(t_col.numel() == col.numel(), op, ": the transpose has ", t_col.numel(),
               " edges but the graph has ", col.numel());
   return gated_spmm_cpu(rowptr, col, weight, x, gate, num_rows);
@@ -460,12 +440,8 @@ std::tuple<at::Tensor, at::Tensor> gated_spmm_backward_cpu(
   const int64_t B = x.size(0);
   const int64_t S = x.size(1);
   const int64_t F = x.size(2);
-  check_csr_arrays(op, "t_", t_rowptr, t_col, t_weight, S);
-  check_cpu(op, "grad_out", grad_out);
-  TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(0) == B && grad_out.size(2) == F, op,
-              ": grad_out must have shape [", B, ", R, ", F, "], got ", grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == x.scalar_type(), op, ": grad_out must have x's dtype ",
-              x.scalar_type(), ", got ", grad_out.scalar_type());
+  check_csr_arrays(op, "t_", t_rowptr, t_col, t_weight, S, kCpu);
+  check_grad_out(op, grad_out, x);
   const int64_t R = grad_out.size(1);
   const at::Tensor trp = t_rowptr.contiguous();
   const at::Tensor tcl = t_col.contiguous();
@@ -510,7 +486,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_transpose_cpu(const at::Tenso
   TORCH_CHECK(rowptr.defined() && rowptr.numel() >= 1, op,
               ": rowptr must have num_rows + 1 >= 1 entries");
   const int64_t num_rows = rowptr.numel() - 1;
-  check_csr_arrays(op, "", rowptr, col, weight, num_rows);
+  check_csr_arrays(op, "", rowptr, col, weight, num_rows, kCpu);
   const at::Tensor rp = rowptr.contiguous();
   const at::Tensor cl = col.contiguous();
   const at::Tensor w = weight.contiguous();

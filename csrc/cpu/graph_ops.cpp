@@ -8,7 +8,7 @@
 
 #include "graph_ops.h"
 
-#include "checks.h"
+#include "../checks.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -28,19 +28,7 @@ constexpr int64_t kGrainEdges = 32768;
 
 void check_inputs(const char* op, const at::Tensor& rowptr, const at::Tensor& col,
                   const at::Tensor& weight, const at::Tensor& index) {
-  check_int64_vector(op, "rowptr", rowptr);
-  check_int64_vector(op, "col", col);
-  check_int64_vector(op, "index", index);
-  TORCH_CHECK(weight.defined(), op, ": weight is undefined");
-  TORCH_CHECK(weight.device().is_cpu(), op, ": weight must be a CPU tensor, got device ",
-              weight.device());
-  TORCH_CHECK(at::isFloatingType(weight.scalar_type()),
-              op, ": weight must be a floating point tensor, got ", weight.scalar_type());
-  TORCH_CHECK(weight.dim() == 1, op, ": weight must be 1-D, got shape ", weight.sizes());
-  TORCH_CHECK(rowptr.numel() >= 1, op,
-              ": rowptr must have num_rows + 1 >= 1 entries, got an empty tensor");
-  TORCH_CHECK(weight.numel() == col.numel(), op, ": weight has ", weight.numel(),
-              " entries but col has ", col.numel());
+  check_select_inputs(op, rowptr, col, weight, index, kCpu);
 }
 
 // rowptr must be contiguous here.

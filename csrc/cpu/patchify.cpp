@@ -28,7 +28,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "../checks.h"
 #include "dot.h"
 
 namespace dynst_fast {

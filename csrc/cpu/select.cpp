@@ -31,7 +31,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "../checks.h"
 
 namespace dynst_fast {
 namespace {

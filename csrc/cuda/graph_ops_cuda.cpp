@@ -25,6 +25,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../checks.h"
 #include "graph_kernels.h"
 
 namespace dynst_fast {
@@ -33,42 +34,6 @@ namespace {
 namespace dc = dynst_fast::cuda;
 
 // ------------------------------------------------------------------ argument checks
-void check_cuda_tensor(const char* op, const std::string& name, const at::Tensor& t,
-                       const at::Device& device) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK(t.device() == device, op, ": ", name, " must be on ", device, " (like the ",
-              "other arguments), got device ", t.device());
-}
-
-void check_int64_vector(const char* op, const std::string& name, const at::Tensor& t,
-                        const at::Device& device) {
-  check_cuda_tensor(op, name, t, device);
-  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ",
-              t.scalar_type());
-  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got shape ", t.sizes());
-}
-
-// weight (prefix "t_" for a transposed CSR): floating, 1-D, one entry per edge.
-void check_weight(const char* op, const std::string& p, const at::Tensor& weight,
-                  const at::Tensor& col, const at::Device& device) {
-  check_cuda_tensor(op, p + "weight", weight, device);
-  TORCH_CHECK(at::isFloatingType(weight.scalar_type()), op, ": ", p,
-              "weight must be a floating point tensor, got ", weight.scalar_type());
-  TORCH_CHECK(weight.dim() == 1, op, ": ", p, "weight must be 1-D, got shape ", weight.sizes());
-  TORCH_CHECK(weight.numel() == col.numel(), op, ": ", p, "weight has ", weight.numel(),
-              " entries but ", p, "col has ", col.numel());
-}
-
-void check_csr_arrays(const char* op, const std::string& p, const at::Tensor& rowptr,
-                      const at::Tensor& col, const at::Tensor& weight, int64_t num_rows,
-                      const at::Device& device) {
-  check_int64_vector(op, p + "rowptr", rowptr, device);
-  check_int64_vector(op, p + "col", col, device);
-  check_weight(op, p, weight, col, device);
-  TORCH_CHECK(rowptr.numel() == num_rows + 1, op, ": ", p, "rowptr must have ", num_rows + 1,
-              " entries (one per row + 1), got ", rowptr.numel());
-}
-
 dc::Dtype kernel_dtype(const char* op, const at::Tensor& x) {
   switch (x.scalar_type()) {
     case at::kFloat:
@@ -90,16 +55,12 @@ at::ScalarType acc_type(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+void check_cuda_dtype(const char* op, const at::Tensor& x) { kernel_dtype(op, x); }
+
 void check_x_gate(const char* op, const at::Tensor& x, const at::Tensor& gate) {
   TORCH_CHECK(x.defined() && gate.defined(), op, ": x and gate must be defined");
   TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got device ", x.device());
-  check_cuda_tensor(op, "gate", gate, x.device());
-  TORCH_CHECK(x.dim() == 3, op, ": x must have shape [B, S, F] (3-D), got ", x.sizes());
-  kernel_dtype(op, x);
-  TORCH_CHECK(gate.scalar_type() == x.scalar_type(), op, ": gate must have x's dtype ",
-              x.scalar_type(), ", got ", gate.scalar_type());
-  TORCH_CHECK(gate.dim() == 1 && gate.size(0) == x.size(1), op, ": gate must have shape [",
-              x.size(1), "] (one entry per source node of x), got ", gate.sizes());
+  dynst_fast::check_x_gate(op, x, gate, x.device(), &check_cuda_dtype);
 }
 
 // Strides of a [B, N, F] tensor, 0 for dimensions of size 1 (never stepped over), so
@@ -207,11 +168,7 @@ std::tuple<at::Tensor, at::Tensor> gated_spmm_backward_cuda(
   const int64_t S = x.size(1);
   const int64_t F = x.size(2);
   check_csr_arrays(op, "t_", t_rowptr, t_col, t_weight, S, x.device());
-  check_cuda_tensor(op, "grad_out", grad_out, x.device());
-  TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(0) == B && grad_out.size(2) == F, op,
-              ": grad_out must have shape [", B, ", R, ", F, "], got ", grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == x.scalar_type(), op, ": grad_out must have x's dtype ",
-              x.scalar_type(), ", got ", grad_out.scalar_type());
+  check_grad_out(op, grad_out, x);
   const int64_t R = grad_out.size(1);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -292,13 +249,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_transpose_cuda(const at::Tens
 void check_select_inputs(const char* op, const at::Tensor& rowptr, const at::Tensor& col,
                          const at::Tensor& weight, const at::Tensor& index) {
   TORCH_CHECK(index.defined() && index.is_cuda(), op, ": index must be a CUDA tensor");
-  const at::Device device = index.device();
-  check_int64_vector(op, "rowptr", rowptr, device);
-  check_int64_vector(op, "col", col, device);
-  check_int64_vector(op, "index", index, device);
-  check_weight(op, "", weight, col, device);
-  TORCH_CHECK(rowptr.numel() >= 1, op,
-              ": rowptr must have num_rows + 1 >= 1 entries, got an empty tensor");
+  dynst_fast::check_select_inputs(op, rowptr, col, weight, index, index.device());
 }
 
 // Keeps the columns in index of the rows row_of (index itself for induce_subgraph, all
