@@ -18,8 +18,8 @@ induce_subgraph,
 bipartite
 ======================  =====================  ==============================
 
-``reference`` holds the plain PyTorch reference of every op. ``DYNST_BACKEND`` forces a
-kernel family, for tests only (see ``_dispatch``).
+``reference`` holds the plain PyTorch reference of every op. ``DYNST_BACKEND`` (read once,
+here) or ``_dispatch.set_backend`` forces a kernel family, for tests only.
 
 Value checks that need the data (index range and duplicates, the number of active
 sensors for k, NaN scores) run eagerly; while ``torch.compile`` traces they are
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from . import reference
 from ._checks import check_index
+from ._dispatch import forced_backend as _forced_backend
 from ._dispatch import install as _install
 from .bipartite import bipartite
 from .compact import compact
@@ -40,7 +41,7 @@ from .patchify_compact import patchify_compact
 from .prune_lowest import prune_lowest
 from .select_swap import select_swap
 
-_install(None)  # the default Python kernel registrations (DYNST_BACKEND is read per call)
+_install(_forced_backend())  # the Python kernel registrations ($DYNST_BACKEND: a test's)
 
 __all__ = [
     "compact",

@@ -11,18 +11,21 @@ has one), and :func:`install` registers, from Python, what the build does not pr
   have a Triton kernel, as a torch without triton is a normal install; with a warning
   once for the graph ops, whose C++ CUDA kernels are missing only from a CPU-only build).
 
-``DYNST_BACKEND=triton|cpu|reference`` is a test override, read by :func:`sync` on every
-public op call: ``reference`` runs every op's reference on CPU and CUDA tensors,
-``triton`` runs the Triton kernels (on CPU tensors through the interpreter, which needs
+A backend is a test override of these registrations, set with :func:`set_backend` (or
+:func:`using`, for a block), and read once from ``DYNST_BACKEND`` when ``dynst_fast.ops``
+is imported: ``reference`` runs every op's reference on CPU and CUDA tensors, ``triton``
+runs the Triton kernels (on CPU tensors through the interpreter, which needs
 ``TRITON_INTERPRET=1`` set before the kernel modules are imported), ``cpu`` keeps the
-C++ CPU kernels and refuses CUDA tensors.
+C++ CPU kernels and refuses CUDA tensors. Op calls never consult it: the dispatcher
+routes them by the registrations alone.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +51,7 @@ class Kernels:
 
 KERNELS: dict[str, Kernels] = {}
 _library: torch.library.Library | None = None
-_installed: tuple[str | None] | None = None
+_current: str | None = None  # the installed backend (None: the defaults)
 _warned_cuda_fallback = False
 
 
@@ -59,14 +62,40 @@ def declare(name: str, *, reference: Callable, triton: Callable | None = None) -
     KERNELS[name] = Kernels(reference, triton, bool(has_cuda))
 
 
-def forced_backend() -> str | None:
-    """The backend named by ``$DYNST_BACKEND``, or None when it is unset or empty."""
-    name = os.environ.get(ENV, "").strip().lower()
+def _checked(name: str | None, what: str) -> str | None:
+    name = (name or "").strip().lower()
     if not name:
         return None
     if name not in BACKENDS:
-        raise ValueError(f"{ENV}={name!r} is not one of {', '.join(BACKENDS)}")
+        raise ValueError(f"{what}={name!r} is not one of {', '.join(BACKENDS)}")
     return name
+
+
+def forced_backend() -> str | None:
+    """The backend named by ``$DYNST_BACKEND``, or None when it is unset or empty."""
+    return _checked(os.environ.get(ENV), ENV)
+
+
+def backend() -> str | None:
+    """The backend installed now (None: the defaults)."""
+    return _current
+
+
+def set_backend(name: str | None) -> None:
+    """Register the kernels of backend ``name`` (``triton``, ``cpu``, ``reference``; None
+    or "" for the defaults) for every op, replacing the registrations before."""
+    install(_checked(name, "backend"))
+
+
+@contextmanager
+def using(name: str | None) -> Iterator[None]:
+    """Backend ``name`` inside the block, the backend before it after."""
+    before = _current
+    set_backend(name)
+    try:
+        yield
+    finally:
+        install(before)
 
 
 def cuda_kernel(name: str, backend: str | None = None) -> str:
@@ -84,7 +113,7 @@ def cuda_kernel(name: str, backend: str | None = None) -> str:
 
 def install(backend: str | None) -> None:
     """(Re)build every Python kernel registration for ``backend`` (None: the defaults)."""
-    global _library, _installed
+    global _library, _current
     if backend == "triton" and not triton_available():
         raise RuntimeError(
             f"{ENV}=triton but triton cannot be imported: pip install triton "
@@ -92,7 +121,7 @@ def install(backend: str | None) -> None:
         )
     if _library is not None:  # torch < 2.13 refuses a second Python kernel for one key
         _library._destroy()
-        _library, _installed = None, None
+        _library, _current = None, None
     lib = torch.library.Library(NAMESPACE, "IMPL")
     with warnings.catch_warnings():  # overriding a C++ kernel warns; that is the point here
         warnings.simplefilter("ignore")
@@ -111,17 +140,7 @@ def install(backend: str | None) -> None:
                 lib.impl(name, k.reference, "CPU")
             elif backend == "triton" and k.triton is not None:
                 lib.impl(name, _interpreted(k.triton), "CPU")
-    _library, _installed = lib, (backend,)
-
-
-def sync() -> None:
-    """Follow ``$DYNST_BACKEND``: re-register the kernels if it changed since the last
-    call. Every public op calls this first (not while ``torch.compile`` traces)."""
-    if torch.compiler.is_compiling():
-        return
-    backend = forced_backend()
-    if _installed != (backend,):
-        install(backend)
+    _library, _current = lib, backend
 
 
 def _refuse_cuda(*args, **kwargs):

@@ -20,7 +20,6 @@ _ops = torch.ops.dynst_fast
 def bipartite(graph: CSRGraph, index: Tensor) -> CSRGraph:
     """CSR of ``A[:, index]`` with shape ``(num_rows, K)``, columns relabelled, order kept."""
     graph, index = check_graph_index(graph, index, "bipartite")
-    _dispatch.sync()
     rowptr, col, w = _ops.bipartite(graph.rowptr, graph.col, graph.weight, index, graph.num_cols)
     return CSRGraph(rowptr, col, w, num_cols=index.numel(), validate=False)
 

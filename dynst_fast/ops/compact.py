@@ -32,7 +32,6 @@ def compact(x: Tensor, theta: Tensor, index: Tensor) -> Tensor:
         raise ValueError(f"{op}: theta must have shape [N] = [{n}], got {tuple(theta.shape)}")
     index = check_index(index, n, op)
     check_same_device(op, x=x, theta=theta, index=index)
-    _dispatch.sync()
     return _ops.compact(x, theta.to(x.dtype), index)
 
 

@@ -29,7 +29,6 @@ def expand(y: Tensor, index: Tensor, n: int, fill: float = 0.0) -> Tensor:
     if index.numel() != y.shape[1]:
         raise ValueError(f"{op}: y has {y.shape[1]} sensors but index has {index.numel()} entries")
     check_same_device(op, y=y, index=index)
-    _dispatch.sync()
     return _ops.expand(y, index, n, float(fill))
 
 

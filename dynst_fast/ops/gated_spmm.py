@@ -67,7 +67,6 @@ def gated_spmm(graph: CSRGraph, x: Tensor, gate: Tensor) -> Tensor:
     check_same_device(op, x=x, gate=gate, graph=graph.col)
     if graph.weight.requires_grad or x.dtype not in KERNEL_DTYPES.get(x.device.type, ()):
         return reference.gated_spmm(graph, x, gate)
-    _dispatch.sync()
     gate = gate.to(x.dtype)
     if torch.is_grad_enabled() and (x.requires_grad or gate.requires_grad):
         t_rowptr, t_col, t_weight = _transpose_arrays(graph)

@@ -23,7 +23,6 @@ def induce_subgraph(graph: CSRGraph, index: Tensor) -> CSRGraph:
     graph, index = check_graph_index(graph, index, op)
     if graph.num_rows != graph.num_cols:
         raise ValueError(f"{op}: the graph must be square, got shape {graph.shape}")
-    _dispatch.sync()
     rowptr, col, w = _ops.induce_subgraph(graph.rowptr, graph.col, graph.weight, index)
     return CSRGraph(rowptr, col, w, num_cols=index.numel(), validate=False)
 

@@ -40,7 +40,6 @@ def patchify_compact(frames: Tensor, theta: Tensor, index: Tensor, p: int) -> Te
     index = check_index(index, n, op)
     check_same_device(op, frames=frames, theta=theta, index=index)
     check_float("theta", theta, op)
-    _dispatch.sync()
     return _ops.patchify_compact(frames, theta.to(frames.dtype), index, p)
 
 

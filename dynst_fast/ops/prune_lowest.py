@@ -33,7 +33,6 @@ def prune_lowest(score: Tensor, active: Tensor, k: int, movable: Tensor | None =
         what = "active" if movable is None else "movable active"
         check_k(k, int(torch.count_nonzero(pool)), what, op)
         check_no_nan("score", score, op)
-    _dispatch.sync()
     return _ops.prune_lowest(score.detach(), active, k, movable)
 
 

@@ -39,7 +39,6 @@ def select_swap(
         check_k(k, int(torch.count_nonzero(drop_from)), what + "active", op)
         check_k(k, int(torch.count_nonzero(grow_from)), what + "inactive", op)
         check_no_nan("score", score, op)
-    _dispatch.sync()
     return _ops.select_swap(score.detach(), active, k, movable)
 
 

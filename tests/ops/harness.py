@@ -2,7 +2,7 @@
 (value, gradient, ``opcheck``, ``torch.compile``) that each op's one sample-input
 generator feeds.
 
-A backend is a kernel family forced through ``DYNST_BACKEND`` (``triton``: the Triton
+A backend is a kernel family forced with ``_dispatch.set_backend`` (``triton``: the Triton
 kernels, on CPU tensors through the interpreter that conftest.py switches on; ``cpu``:
 the C++ CPU kernels; ``reference``: the plain PyTorch compositions) or, on a GPU, the
 default CUDA kernels. Every check compares with ``dynst_fast.ops.reference`` on the
@@ -24,14 +24,14 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 FAST = settings(max_examples=40, deadline=None)
-# The backend fixture only sets an env var, which is the same for every generated input.
+# The backend fixture only registers kernels, which hold for every generated input.
 SMALL = settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
 def backends(triton: bool = True) -> list:
-    """``(DYNST_BACKEND value or None, device)`` params for the ops' backend fixture."""
+    """``(backend or None, device)`` params for the ops' backend fixture."""
     out = [
         pytest.param(("cpu", "cpu"), id="cpu"),
         pytest.param(("reference", "cpu"), id="reference"),
@@ -47,16 +47,10 @@ def backend_fixture(triton: bool = True):
     its tensors live on."""
 
     @pytest.fixture(params=backends(triton))
-    def backend(request, monkeypatch) -> str:
+    def backend(request) -> str:
         name, device = request.param
-        if name is None:
-            monkeypatch.delenv("DYNST_BACKEND", raising=False)
-        else:
-            monkeypatch.setenv("DYNST_BACKEND", name)
-        _dispatch.sync()  # register it now: opcheck and compiled code call the ops directly
-        yield device
-        monkeypatch.undo()
-        _dispatch.sync()
+        with _dispatch.using(name):
+            yield device
 
     return backend
 

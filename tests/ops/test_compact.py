@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dynst_fast import ops
-from dynst_fast.ops import reference
+from dynst_fast.ops import _dispatch, reference
 
 backend = backend_fixture()
 
@@ -333,11 +333,11 @@ def test_kernel_results_are_numpy_exact_for_fp32(backend):
 
 
 @pytest.fixture
-def triton_dev(monkeypatch) -> str:
+def triton_dev() -> str:
     if not triton_available():
         pytest.skip("triton is not installed")
-    monkeypatch.setenv("DYNST_BACKEND", "triton")
-    return DEV
+    with _dispatch.using("triton"):
+        yield DEV
 
 
 def test_triton_batch_split_over_few_programs(triton_dev, monkeypatch):

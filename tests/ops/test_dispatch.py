@@ -66,17 +66,23 @@ def test_backend_selection(monkeypatch):
     monkeypatch.delenv("DYNST_BACKEND", raising=False)
     assert _dispatch.forced_backend() is None
     monkeypatch.setenv("DYNST_BACKEND", "Reference")
-    assert _dispatch.forced_backend() == "reference"
+    assert _dispatch.forced_backend() == "reference"  # what importing dynst_fast.ops installs
     x, theta, idx = torch.randn(1, 3, 2), torch.randn(3), torch.tensor([1])
-    torch.testing.assert_close(ops.compact(x, theta, idx), reference.compact(x, theta, idx))
+    with _dispatch.using("Reference"):
+        assert _dispatch.backend() == "reference"
+        torch.testing.assert_close(ops.compact(x, theta, idx), reference.compact(x, theta, idx))
+    assert _dispatch.backend() is None
     monkeypatch.setenv("DYNST_BACKEND", "cuda-fast")
     with pytest.raises(ValueError, match="not one of triton, cpu, reference"):
-        ops.compact(torch.randn(1, 3, 2), torch.randn(3), torch.tensor([1]))
+        _dispatch.forced_backend()
+    with pytest.raises(ValueError, match="not one of triton, cpu, reference"):
+        _dispatch.set_backend("cuda-fast")
 
 
-def test_reference_override_replaces_the_cpu_kernel(monkeypatch):
-    monkeypatch.delenv("DYNST_BACKEND", raising=False)
-    _dispatch.install(None)  # registrations are rebuilt when DYNST_BACKEND changes
+def test_a_backend_is_read_once_not_on_every_call(monkeypatch):
+    """Changing DYNST_BACKEND after import changes nothing: op calls never read it."""
+    _dispatch.set_backend(None)
+    monkeypatch.setenv("DYNST_BACKEND", "reference")
     calls = []
     real = _dispatch.KERNELS["compact"]
     monkeypatch.setitem(
@@ -84,23 +90,33 @@ def test_reference_override_replaces_the_cpu_kernel(monkeypatch):
         "compact",
         _dispatch.Kernels(lambda *a: calls.append(1) or real.reference(*a), real.triton),
     )
-    monkeypatch.setenv("DYNST_BACKEND", "reference")
+    ops.compact(torch.randn(2, 5, 3), torch.randn(5), torch.tensor([4, 0]))
+    assert calls == [] and _dispatch.backend() is None
+
+
+def test_reference_override_replaces_the_cpu_kernel(monkeypatch):
+    _dispatch.set_backend(None)
+    calls = []
+    real = _dispatch.KERNELS["compact"]
+    monkeypatch.setitem(
+        _dispatch.KERNELS,
+        "compact",
+        _dispatch.Kernels(lambda *a: calls.append(1) or real.reference(*a), real.triton),
+    )
+    _dispatch.set_backend("reference")
     x, theta, idx = torch.randn(2, 5, 3), torch.randn(5), torch.tensor([4, 0])
     ops.compact(x, theta, idx)
     assert calls == [1]
-    monkeypatch.delenv("DYNST_BACKEND")
+    _dispatch.set_backend(None)
     ops.compact(x, theta, idx)  # the C++ kernel again
     assert calls == [1]
 
 
 def test_triton_backend_without_triton_is_a_clear_error(monkeypatch):
-    monkeypatch.delenv("DYNST_BACKEND", raising=False)
-    _dispatch.sync()  # whatever an earlier test left installed: start from the defaults
+    _dispatch.set_backend(None)  # whatever an earlier test left installed: the defaults
     monkeypatch.setattr(_dispatch, "triton_available", lambda: False)
-    monkeypatch.setenv("DYNST_BACKEND", "triton")
     with pytest.raises(RuntimeError, match="pip install triton"):
-        ops.compact(torch.randn(1, 3, 2), torch.randn(3), torch.tensor([1]))
-    monkeypatch.delenv("DYNST_BACKEND")
+        _dispatch.set_backend("triton")
     assert _dispatch.cuda_kernel("compact") == "reference"
 
 
@@ -111,14 +127,13 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     from dynst_fast.kernels import compact
 
     monkeypatch.setattr(compact, "_gather_rows_kernel", object())
-    monkeypatch.setenv("DYNST_BACKEND", "triton")
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+    with _dispatch.using("triton"), pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         ops.compact(torch.randn(1, 3, 2), torch.randn(3), torch.tensor([1]))
 
 
 @needs_cuda
 def test_cuda_defaults_bfloat16_and_device_errors(monkeypatch):
-    monkeypatch.delenv("DYNST_BACKEND", raising=False)
+    _dispatch.set_backend(None)
     assert _dispatch.cuda_kernel("compact") == ("triton" if triton_available() else "reference")
     g = torch.Generator().manual_seed(3)
     x = torch.randn(4, 50, 12, generator=g).cuda()
@@ -149,8 +164,7 @@ def test_cuda_defaults_bfloat16_and_device_errors(monkeypatch):
         drop, grow = ops.select_swap(score, active, 100)
         ref_drop, ref_grow = reference.select_swap(score, active, 100)
         assert torch.equal(drop, ref_drop) and torch.equal(grow, ref_grow)
-    monkeypatch.setenv("DYNST_BACKEND", "cpu")
-    with pytest.raises(ValueError, match="cannot run tensors on cuda"):
+    with _dispatch.using("cpu"), pytest.raises(ValueError, match="cannot run tensors on cuda"):
         ops.compact(x, theta, idx)
 
 
@@ -172,7 +186,7 @@ class TinyCompactModel(torch.nn.Module):
 
 
 def test_torch_compile_fullgraph_small_model(monkeypatch):
-    monkeypatch.delenv("DYNST_BACKEND", raising=False)
+    _dispatch.set_backend(None)
     torch.manual_seed(0)
     model = TinyCompactModel(8, 4)
     x = torch.randn(3, 8, 4)

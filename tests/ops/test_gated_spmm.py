@@ -37,14 +37,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynst_fast import ops
-from dynst_fast.ops import reference
+from dynst_fast.ops import _dispatch, reference
 
 FAST = settings(max_examples=40, deadline=None)
 backend = backend_fixture(triton=False)
-
-
-def _rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 # --------------------------------------------------------------------------- samples
@@ -95,99 +91,8 @@ def test_torch_compile(backend):
     check_compile(ops.gated_spmm, samples(backend))
 
 
-# --------------------------------------------------------------------------- dense, public op
-def np_dense_from_edges(edges: list[tuple[int, int, float]], rows: int, cols: int) -> np.ndarray:
-    a = np.zeros((rows, cols), dtype=np.float64)
-    for r, c, w in edges:
-        a[r, c] += w
-    return a
-
-
-def np_dense_gated(a: np.ndarray, x: np.ndarray, gate: np.ndarray) -> np.ndarray:
-    return np.stack([a @ (gate[:, None] * x[b]) for b in range(x.shape[0])])
-
-
-@pytest.mark.parametrize("name", sorted(GRAPHS))
-def test_gated_spmm_dense(name):
-    edges, r, s = GRAPHS[name]
-    g = csr_from_edges(edges, r, s)
-    a = np_dense_from_edges(edges, r, s)
-    rng = _rng(len(name))
-    x = rng.standard_normal((3, s, 4))
-    gate = rng.standard_normal(s)
-    gate[::2] = 0.0  # gate with zeros
-    out = ops.gated_spmm(g, torch.tensor(x), torch.tensor(gate))
-    assert out.shape == (3, r, 4)
-    np.testing.assert_allclose(out.numpy(), np_dense_gated(a, x, gate), rtol=1e-12, atol=1e-12)
-
-
-@st.composite
-def graph_case(draw):
-    r = draw(st.integers(1, 9))
-    s = draw(st.integers(1, 9))
-    edges = draw(
-        st.lists(
-            st.tuples(
-                st.integers(0, r - 1),
-                st.integers(0, s - 1),
-                st.sampled_from([1.0, -0.5, 2.0, 0.25]),
-            ),
-            max_size=25,
-        )
-    )
-    b = draw(st.integers(1, 3))
-    f = draw(st.integers(1, 5))
-    seed = draw(st.integers(0, 2**31 - 1))
-    return edges, r, s, b, f, seed
-
-
-@FAST
-@given(graph_case())
-def test_gated_spmm_random_graphs(case):
-    edges, r, s, b, f, seed = case
-    rng = _rng(seed)
-    x = rng.standard_normal((b, s, f))
-    gate = rng.choice([0.0, 1.0, -0.5, 0.3], size=s)
-    out = ops.gated_spmm(csr_from_edges(edges, r, s), torch.tensor(x), torch.tensor(gate))
-    expect = np_dense_gated(np_dense_from_edges(edges, r, s), x, gate)
-    np.testing.assert_allclose(out.numpy(), expect, rtol=1e-10, atol=1e-12)
-
-
-def test_gated_spmm_float32_graph_float32_x():
-    edges, r, s = GRAPHS["square"]
-    g = csr_from_edges(edges, r, s).to(dtype=torch.float32)
-    rng = _rng(11)
-    x = rng.standard_normal((2, s, 3)).astype(np.float32)
-    gate = rng.standard_normal(s).astype(np.float32)
-    out = ops.gated_spmm(g, torch.tensor(x), torch.tensor(gate))
-    assert out.dtype == torch.float32
-    expect = np_dense_gated(np_dense_from_edges(edges, r, s), x.astype(np.float64), gate)
-    np.testing.assert_allclose(out.numpy(), expect, rtol=1e-5, atol=1e-5)
-
-
-def test_gated_spmm_non_contiguous_x():
-    edges, r, s = GRAPHS["tall"]
-    rng = _rng(12)
-    base = torch.tensor(rng.standard_normal((2, 4, s)))
-    x = base.transpose(1, 2)  # [2, s, 4]
-    assert not x.is_contiguous()
-    gate = torch.tensor(rng.standard_normal(s))
-    out = ops.gated_spmm(csr_from_edges(edges, r, s), x, gate)
-    expect = np_dense_gated(np_dense_from_edges(edges, r, s), x.numpy(), gate.numpy())
-    np.testing.assert_allclose(out.numpy(), expect, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("name", ["square", "tall", "wide"])
-def test_gated_spmm_gradcheck(name):
-    edges, r, s = GRAPHS[name]
-    g = csr_from_edges(edges, r, s)
-    rng = _rng(13)
-    x = torch.tensor(rng.standard_normal((2, s, 3)), requires_grad=True)
-    gate = torch.tensor(rng.standard_normal(s), requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, q: ops.gated_spmm(g, a, q), (x, gate))
-
-
-# --------------------------------------------------------------------------- the C++ CPU kernel
+# --------------------------------------------------------------------------- forward
+# Against dense products assembled edge by edge: the raw C++ op and the public op.
 FEATURES = [1, 3, 8, 13, 64, 70, 160]
 
 
@@ -216,6 +121,41 @@ def test_forward_random_graphs(rows, cols, dtype):
         torch.testing.assert_close(
             raw_op(graph, x, gate).to(torch.float64), dense_gated(a, x, gate), **tol(dtype)
         )
+
+
+@st.composite
+def graph_case(draw):
+    """A small graph with duplicate edges (they add up) and negative weights, a batch,
+    features and a seed."""
+    r = draw(st.integers(1, 9))
+    s = draw(st.integers(1, 9))
+    edges = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, r - 1),
+                st.integers(0, s - 1),
+                st.sampled_from([1.0, -0.5, 2.0, 0.25]),
+            ),
+            max_size=25,
+        )
+    )
+    b = draw(st.integers(1, 3))
+    f = draw(st.integers(1, 5))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return edges, r, s, b, f, seed
+
+
+@FAST
+@given(graph_case())
+def test_forward_hypothesis_graphs(case):
+    """The public op on small random graphs, gates that are 0, negative or fractional."""
+    edges, r, s, b, f, seed = case
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.standard_normal((b, s, f)))
+    gate = torch.tensor(rng.choice([0.0, 1.0, -0.5, 0.3], size=s))
+    out = ops.gated_spmm(csr_from_edges(edges, r, s), x, gate)
+    expect = dense_gated(dense_from_edges(edges, r, s), x, gate)
+    torch.testing.assert_close(out, expect, rtol=1e-10, atol=1e-12)
 
 
 def test_forward_non_contiguous_x_and_mixed_weight_dtype():
@@ -250,6 +190,7 @@ def test_float64_gate_with_float32_x_is_cast():
     torch.testing.assert_close(out, raw_op(graph, x, gate), rtol=0, atol=0)
 
 
+# --------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("f", [1, 13, 70])
@@ -311,6 +252,7 @@ def test_gradcheck(name):
     assert torch.autograd.gradcheck(lambda a, g: raw_op(graph, a, g), (x, gate))
 
 
+# --------------------------------------------------------------------------- what models run
 def test_transpose_is_cached_and_matches_csr_transpose():
     edges = random_edges(30, 20, 90, seed=5)
     graph = csr_from_edges(edges, 30, 20)
@@ -379,8 +321,8 @@ def test_model_uses_the_cpp_kernel(monkeypatch):
     monkeypatch.setattr(lib, "gated_spmm_tr", counting, raising=False)
     got = run()
     assert calls, "the model did not call the C++ gated_spmm"
-    monkeypatch.setenv("DYNST_BACKEND", "reference")  # forces the PyTorch reference
-    expect = run()
+    with _dispatch.using("reference"):  # forces the PyTorch reference
+        expect = run()
     torch.testing.assert_close(got[0], expect[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got[1], expect[1], rtol=1e-4, atol=1e-5)
     for g, e in zip(got[2], expect[2], strict=True):
@@ -436,6 +378,35 @@ def test_other_dtypes_and_weight_grad_use_the_reference():
         raw_op(graph.with_weight(w), x, gate).sum().backward()
 
 
+@pytest.mark.parametrize("cached", [True, False])
+def test_torch_compile_fullgraph_with_backward(cached):
+    """Inductor, forward and backward, with and without the cached transpose (the
+    harness's check_compile covers the forward on every backend)."""
+    edges = random_edges(20, 20, 70, seed=3)
+    graph = csr_from_edges(edges, 20, 20, torch.float32)
+    if cached:
+        graph.transpose()
+
+    def fn(x, gate):
+        h = ops.gated_spmm(graph, torch.tanh(x), gate)
+        return (h * h).sum(dim=(1, 2))
+
+    x, gate = make_inputs(20, 2, 16, torch.float32, seed=3)
+    compiled = torch.compile(fn, fullgraph=True, backend="inductor")
+    xc, gc = x.clone().requires_grad_(), gate.clone().requires_grad_()
+    out = compiled(xc, gc)
+    out.sum().backward()
+    xe, ge = x.clone().requires_grad_(), gate.clone().requires_grad_()
+    expect = fn(xe, ge)
+    expect.sum().backward()
+    torch.testing.assert_close(out, expect, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(xc.grad, xe.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gc.grad, ge.grad, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the no-grad variant compiles too
+        torch.testing.assert_close(compiled(x, gate), fn(x, gate), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- argument errors
 def test_cpp_argument_errors():
     edges, r, s = GRAPHS["tall"]
     g = csr_from_edges(edges, r, s)
@@ -475,70 +446,6 @@ def test_cpp_argument_errors():
         lib.csr_transpose(rp, col, w, -1)
     with pytest.raises(RuntimeError, match="out of range"):
         lib.csr_transpose(rp, col, w, 2)
-
-
-def _samples():
-    out = []
-    for name, f, dtype in [("square", 5, torch.float64), ("tall", 3, torch.float32)]:
-        edges, r, s = GRAPHS[name]
-        g = csr_from_edges(edges, r, s, dtype)
-        x, gate = make_inputs(s, 2, f, dtype, seed=f)
-        out.append((g, x, gate))
-    edges = random_edges(30, 17, 80, seed=1)
-    g = csr_from_edges(edges, 30, 17, torch.float32)
-    out.append((g, *make_inputs(17, 3, 20, torch.float32, seed=2)))
-    return out
-
-
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck_cpp_kernel(requires_grad):
-    for g, x, gate in _samples():
-        x = x.clone().requires_grad_(requires_grad)
-        gate = gate.clone().requires_grad_(requires_grad)
-        t = g.transpose()
-        torch.library.opcheck(
-            lib.gated_spmm.default, (g.rowptr, g.col, g.weight, x, gate, g.num_rows)
-        )
-        torch.library.opcheck(
-            lib.gated_spmm_tr.default,
-            (g.rowptr, g.col, g.weight, t.rowptr, t.col, t.weight, x, gate, g.num_rows),
-        )
-        if not requires_grad:
-            grad_out = torch.randn(x.shape[0], g.num_rows, x.shape[2], dtype=x.dtype)
-            for need in (True, False):
-                torch.library.opcheck(
-                    lib.gated_spmm_backward.default,
-                    (t.rowptr, t.col, t.weight, x, gate, grad_out, need),
-                )
-            torch.library.opcheck(
-                lib.csr_transpose.default, (g.rowptr, g.col, g.weight, g.num_cols)
-            )
-
-
-@pytest.mark.parametrize("cached", [True, False])
-def test_torch_compile_fullgraph(cached):
-    edges = random_edges(20, 20, 70, seed=3)
-    graph = csr_from_edges(edges, 20, 20, torch.float32)
-    if cached:
-        graph.transpose()
-
-    def fn(x, gate):
-        h = ops.gated_spmm(graph, torch.tanh(x), gate)
-        return (h * h).sum(dim=(1, 2))
-
-    x, gate = make_inputs(20, 2, 16, torch.float32, seed=3)
-    compiled = torch.compile(fn, fullgraph=True, backend="inductor")
-    xc, gc = x.clone().requires_grad_(), gate.clone().requires_grad_()
-    out = compiled(xc, gc)
-    out.sum().backward()
-    xe, ge = x.clone().requires_grad_(), gate.clone().requires_grad_()
-    expect = fn(xe, ge)
-    expect.sum().backward()
-    torch.testing.assert_close(out, expect, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(xc.grad, xe.grad, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(gc.grad, ge.grad, rtol=1e-5, atol=1e-5)
-    with torch.no_grad():  # the no-grad variant compiles too
-        torch.testing.assert_close(compiled(x, gate), fn(x, gate), rtol=1e-5, atol=1e-5)
 
 
 def test_gated_spmm_bad_arguments():

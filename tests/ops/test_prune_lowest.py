@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dynst_fast import ops
-from dynst_fast.ops import reference
+from dynst_fast.ops import _dispatch, reference
 
 backend = backend_fixture()
 
@@ -129,11 +129,11 @@ def test_prune_lowest_n1():
 
 
 @pytest.fixture
-def triton_dev(monkeypatch) -> str:
+def triton_dev() -> str:
     if not triton_available():
         pytest.skip("triton is not installed")
-    monkeypatch.setenv("DYNST_BACKEND", "triton")
-    return DEV
+    with _dispatch.using("triton"):
+        yield DEV
 
 
 def test_prune_lowest_million_sensors(triton_dev):
