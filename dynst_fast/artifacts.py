@@ -1,41 +1,29 @@
-"""The run directory's schema, both ways: writing a run and loading it back.
-
-A finished run directory holds
+"""A finished run directory's contents, both ways: :func:`write_run` writes them (into
+the staging directory, then publishes it whole, ``rundir``) and :func:`load_run` reads
+them back as a light :class:`RunBundle` for export, serving and benchmarks.
 
 ==================  ==========================================================
-``metrics.json``    the results (``run.py`` assembles them)
-``mask.json``       sensor ids, theta, active flags, in input order
+``metrics.json``    the results (``records.RunMetrics``)
+``mask.json``       sensor ids, theta, active flags, switch-on gains, in input
+                    order (``records.MaskRecord``)
 ``checkpoint.pt``   models, sparsifier and optimizer state, sensor space,
                     normalisation, resolved configuration: everything
-                    :func:`load_run` rebuilds the models from
+                    :func:`rebuild_model` rebuilds the models from
 ``config.toml``     the resolved configuration (``dynst run --config`` it)
 ``sensors.png``     the map of kept and dropped sensors
 ``report.md``       a short human report
 ==================  ==========================================================
 
-A run is staged: while it trains, everything goes to ``.<name>.partial`` beside the run
-directory (:func:`staging_dir`), which holds ``config.toml`` and ``progress.pt``, the
-training state after the last finished epoch, from which ``dynst run --resume``
-continues. The finished files are written there too, ``progress.pt`` is dropped, and
-the whole directory is renamed onto the run directory (:func:`publish`), so a reader
-never sees a mix of two runs, nor a directory that looks finished and is not. Every
-file is written atomically (a temporary file, then a rename). Checkpoints hold
-only tensors and plain Python values, and are read with ``torch.load(...,
-weights_only=True)``: loading a run never unpickles arbitrary objects.
+Checkpoints hold only tensors and plain Python values and are read with
+``torch.load(..., weights_only=True)``: loading a run never unpickles arbitrary objects.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import os
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,230 +31,31 @@ from torch import Tensor
 
 from . import __version__
 from .config import RunConfig
+from .files import save_checkpoint, write_atomic, write_json
 from .models import GatedBackbone, build_backbone
+from .records import MaskRecord, RunMetrics
+from .rundir import (
+    CHECKPOINT,
+    CONFIG,
+    MASK,
+    METRICS,
+    PICTURE,
+    PROGRESS,
+    REPORT,
+    final_dir,
+    publish,
+    staging_dir,
+)
 from .sensors import SensorSpace, space_from_state
 
+if TYPE_CHECKING:
+    from .data import WindowSplits
+    from .stages import Trained
+
 FORMAT = 2
-CHECKPOINT, PROGRESS = "checkpoint.pt", "progress.pt"
-CONFIG, METRICS, MASK, PICTURE, REPORT = (
-    "config.toml",
-    "metrics.json",
-    "mask.json",
-    "sensors.png",
-    "report.md",
-)
 
 
-# ---------------------------------------------------------------- atomic files
-def _honour_umask(fd: int) -> None:
-    """``mkstemp`` creates files 0600 whatever the umask: give them the mode a plain
-    ``open`` would (0666 less the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)
-
-
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write to a temporary file in the same directory, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    _honour_umask(fd)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (Tensor, np.ndarray)):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None  # strict JSON: no NaN / Infinity
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_atomic(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n")
-
-
-# ---------------------------------------------------------------- the staged run directory
-def _absolute(path: str | os.PathLike) -> Path:
-    """``path`` made absolute and normalised (``runs/x/..`` is ``runs``), links kept."""
-    return Path(os.path.abspath(path))
-
-
-def staging_dir(out: str | os.PathLike) -> Path:
-    """Where the run directory ``out`` is staged while it trains: ``.<name>.partial``."""
-    out = _absolute(out)
-    return out.parent / f".{out.name}.partial"
-
-
-def final_dir(path: str | os.PathLike) -> Path:
-    """The run directory of ``path``: itself, or the run a staging directory stages."""
-    p = _absolute(path)
-    if p.name.startswith(".") and p.name.endswith(".partial") and len(p.name) > 9:
-        return p.parent / p.name[1:-8]
-    return p
-
-
-def is_run_dir(path: str | os.PathLike) -> bool:
-    """Does ``path`` hold a ``dynst run`` directory (a finished one, or an unfinished one
-    of the layout before staging, with its ``progress.pt`` inside)?"""
-    p = Path(path)
-    return (p / CONFIG).is_file() and any(
-        (p / f).is_file() for f in (CHECKPOINT, METRICS, PROGRESS)
-    )
-
-
-def check_out(out: str | os.PathLike) -> None:
-    """Refuse (one ``ValueError`` naming --out) a run directory that cannot be written: a
-    file system root, a symbolic link, an existing file, a directory that holds something
-    other than a run (replacing it would delete it), or a place this process cannot
-    write to."""
-    given, out = out, _absolute(out)
-    if out.parent == out:
-        raise ValueError(f"--out {given}: a run directory cannot be a file system root")
-    if out.is_symlink():
-        raise ValueError(f"--out {given} is a symbolic link: name the directory itself")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {given} is an existing file: name a directory")
-    if out.is_dir() and any(out.iterdir()) and not is_run_dir(out):
-        raise ValueError(
-            f"--out {given} is a directory that is not a dynst run directory; a run "
-            "replaces its directory as a whole, so name a new or empty one"
-        )
-    _check_writable(out, "--out")
-
-
-def _check_writable(path: Path, flag: str) -> None:
-    """Can ``path`` be created? Probed by creating and removing a directory in its
-    nearest existing ancestor (permission bits alone miss read-only mounts and root)."""
-    parent = _absolute(path).parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".dynst-probe-"))
-    except OSError as exc:
-        raise ValueError(
-            f"{flag} {path}: cannot write there ({parent}: {exc.strerror or exc})"
-        ) from None
-
-
-def check_output_file(path: str | os.PathLike, flag: str = "--out") -> None:
-    """Refuse (one ``ValueError`` naming ``flag``) an output file that is a directory or
-    whose directory cannot be created or written."""
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"{flag} {p} is a directory: name a file")
-    _check_writable(p, flag)
-
-
-_LOCKS: dict[Path, Any] = {}  # staging directory -> the open lock file this process holds
-
-
-def _lock(stage: Path, out: str | os.PathLike) -> None:
-    """Hold an exclusive lock on ``stage`` for this process, so that two runs never write
-    one run directory (``ValueError`` if another process holds it)."""
-    import fcntl
-
-    if stage in _LOCKS:
-        return
-    f = open(stage / ".lock", "w")  # noqa: SIM115 - held until publish
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise ValueError(f"--out {out}: another dynst run is writing this run directory") from None
-    _LOCKS[stage] = f
-
-
-def _unlock(stage: Path) -> None:
-    f = _LOCKS.pop(stage, None)
-    if f is not None:
-        (stage / ".lock").unlink(missing_ok=True)
-        f.close()
-
-
-def begin_run(out: str | os.PathLike, resume: bool = False) -> Path:
-    """The locked staging directory of ``out``: a fresh one (an older unfinished one is
-    discarded), or with ``resume`` the existing one; ``ValueError`` naming --out if it
-    cannot be written or another run holds it."""
-    check_out(out)
-    stage = staging_dir(out)
-    try:
-        if resume:
-            _lock(stage, out)
-            return stage
-        if stage.exists():
-            _lock(stage, out)  # not while another run trains there
-            _unlock(stage)
-            if (stage / PROGRESS).exists():
-                print(
-                    f"dynst run: note: starting afresh; discarding the unfinished run in "
-                    f"{stage} (`--resume {out}` would have continued it)",
-                    file=sys.stderr,
-                )
-            shutil.rmtree(stage)
-        stage.mkdir(parents=True)
-        _lock(stage, out)
-    except OSError as exc:
-        raise ValueError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-    return stage
-
-
-def publish(stage: str | os.PathLike, out: str | os.PathLike) -> None:
-    """Rename the finished staging directory onto ``out``, replacing an older run there
-    as a whole: it is renamed aside first, renamed back if the new run cannot take its
-    place, and deleted once the new run is in place."""
-    stage, out = _absolute(stage), _absolute(out)
-    check_out(out)  # what is there now, not what was there when the run started
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    _unlock(stage)
-    try:
-        os.replace(stage, out)
-    except BaseException:
-        if old is not None and not out.exists():
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    _honour_umask(fd)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
+# ---------------------------------------------------------------- checkpoints
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A checkpoint file, read with ``weights_only=True`` (one clear ``ValueError`` for a
     file that is not one of ours)."""
@@ -333,44 +122,6 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     return check_checkpoint(read_checkpoint(p), p)
 
 
-# ---------------------------------------------------------------- training state
-def save_progress(out: str | os.PathLike, config: RunConfig, progress: dict[str, Any]) -> None:
-    """The training state after an epoch (finished stages and the running one), in the
-    staging directory of ``out``."""
-    save_checkpoint(
-        staging_dir(out) / PROGRESS,
-        {"format": FORMAT, "version": __version__, "config": config.to_dict(), **progress},
-    )
-
-
-def load_progress(run_dir: str | os.PathLike) -> tuple[RunConfig, dict[str, Any]]:
-    """``(resolved config, progress)`` of the interrupted run of ``run_dir`` (the run
-    directory or its staging directory); the config's ``out`` is the run directory."""
-    d = final_dir(run_dir)
-    stage = staging_dir(d)
-    if not (stage / PROGRESS).exists():
-        if (d / PROGRESS).exists():
-            raise ValueError(
-                f"{d} holds training state in the layout of an older dynst_fast: move "
-                f"{d / PROGRESS} and {d / CONFIG} into {stage} and resume again"
-            )
-        if is_run_dir(d):
-            raise ValueError(f"{d} holds a finished run: there is nothing to resume")
-        if not d.is_dir() and not stage.is_dir():
-            raise FileNotFoundError(f"no run directory at {d}")
-        raise FileNotFoundError(f"{d} holds no training state ({PROGRESS}) to resume from")
-    ck = read_checkpoint(stage / PROGRESS)
-    try:
-        cfg = RunConfig.from_dict(ck["config"], str(stage / PROGRESS))
-        if not isinstance(ck.get("done"), dict):
-            raise KeyError("done")
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(
-            f"{stage / PROGRESS} is damaged (field {exc}): start the run afresh"
-        ) from None
-    return dataclasses.replace(cfg, out=str(d)), ck
-
-
 def write_config(directory: str | os.PathLike, config: RunConfig) -> None:
     """``config.toml`` in ``directory``: the resolved configuration (written to the
     staging directory when a run starts, so that an unfinished run has it too)."""
@@ -378,15 +129,6 @@ def write_config(directory: str | os.PathLike, config: RunConfig) -> None:
 
 
 # ---------------------------------------------------------------- writing a run
-@dataclass
-class Trained:
-    """One training's outcome: the trained gated model and what ``fit`` returned."""
-
-    scheme: str
-    model: GatedBackbone
-    fit: Any  # train.FitResult
-
-
 @dataclass
 class RunRecord:
     """Everything a finished run writes."""
@@ -400,34 +142,20 @@ class RunRecord:
     std: np.ndarray
     dense: Trained
     main: Trained  # the main sparse scheme
-    metrics: dict[str, Any]  # metrics.json
+    metrics: RunMetrics
+    mask: MaskRecord
     report: str  # report.md
-    switch_on: np.ndarray | None = None  # [N] estimated MAE decrease of switching on
 
 
 def write_run(out: str | os.PathLike, record: RunRecord) -> None:
     """Write the finished run into its staging directory, drop the training state there,
-    and publish it as the run directory ``out`` (see the module docstring)."""
+    and publish it as the run directory ``out`` (``rundir.publish``)."""
     final = Path(out)
     out = staging_dir(final)
     out.mkdir(parents=True, exist_ok=True)
-    sp, space = record.main.fit.sparsifier, record.space
-    theta = sp.theta.detach().cpu()
-    active = sp.active.cpu()
-    write_json(out / METRICS, record.metrics)
-    write_json(
-        out / MASK,
-        {
-            "sensor_ids": space.ids,
-            "theta": theta,
-            "active": active,
-            "active_index": torch.nonzero(active).reshape(-1),
-            "scheme": record.main.scheme,
-            "sparsity": sp.sparsity,
-            "constraints": record.metrics.get("constraints"),
-            **switch_on_fields(record.switch_on, active.numpy(), record.units),
-        },
-    )
+    sp, space, mask = record.main.fit.sparsifier, record.space, record.mask
+    write_json(out / METRICS, record.metrics.to_dict())
+    write_json(out / MASK, mask.to_dict())
     cfg = record.config
     save_checkpoint(
         out / CHECKPOINT,
@@ -451,37 +179,19 @@ def write_run(out: str | os.PathLike, record: RunRecord) -> None:
         },
     )
     write_config(out, cfg)
-    noun = space.noun
+    active = np.asarray(mask.active, dtype=bool)
     title = (
-        f"{record.dataset}: {int(active.sum())} of {space.num_sensors} {noun} kept "
-        f"({record.main.scheme}, sparsity {sp.sparsity:.2f})"
+        f"{record.dataset}: {int(active.sum())} of {space.num_sensors} {space.noun} kept "
+        f"({mask.scheme}, sparsity {mask.sparsity:.2f})"
     )
-    gain = None if record.switch_on is None else np.where(active.numpy(), np.nan, record.switch_on)
-    space.picture(out / PICTURE, active.numpy(), theta.numpy(), title, gain=gain)
+    gain = None
+    if mask.switch_on_gain is not None:
+        gain = np.array([np.nan if g is None else g for g in mask.switch_on_gain], np.float64)
+    theta = np.asarray(mask.theta, dtype=np.float32)
+    space.picture(out / PICTURE, active, theta, title, gain=gain)
     write_atomic(out / REPORT, record.report)
     publish(out, final)
     (final / PROGRESS).unlink(missing_ok=True)  # after: until then the run can resume
-
-
-def switch_on_fields(gain: np.ndarray | None, active: np.ndarray, units: str) -> dict[str, Any]:
-    """``mask.json``'s switch-on gains: per sensor (null for the active ones), what they
-    mean, and the switched-off sensors ranked by them."""
-    if gain is None:
-        return {"switch_on_gain": None}
-    off = np.flatnonzero(~active & ~np.isnan(gain))  # NaN: forbidden, not a candidate
-    ranked = off[np.argsort(-gain[off], kind="stable")]
-    return {
-        "switch_on_gain": [
-            None if a or np.isnan(g) else float(g) for a, g in zip(active, gain, strict=True)
-        ],
-        "switch_on_gain_units": units,
-        "switch_on_gain_method": (
-            "estimated whole-field MAE decrease of switching the sensor back on: "
-            "mean |dL/dg| over the last mask phase x mean |theta| of the active sensors x "
-            "mean(std) (first order)"
-        ),
-        "switch_on_ranking": ranked.tolist(),
-    }
 
 
 # ---------------------------------------------------------------- loading a run
@@ -513,7 +223,10 @@ def rebuild_model(
 
 @dataclass
 class RunBundle:
-    """What a run directory holds, rebuilt: models, sparsifier state, data windows."""
+    """What a finished run directory holds, rebuilt for export, serving and benchmarks:
+    the checkpoint, its configuration and sensor space, the sparse and dense models, the
+    active set and theta of ``mask.json``, and the data's windows (with their
+    normalisation). No sparsifier and no training code."""
 
     checkpoint: dict[str, Any]
     config: RunConfig
@@ -522,28 +235,40 @@ class RunBundle:
     dense: GatedBackbone  # the run's dense model
     active_index: Tensor  # [K] int64, ascending (mask.json order)
     theta: Tensor  # [N]
-    splits: Any  # WindowSplits of the run's data set
+    splits: WindowSplits  # of the run's data set
+    run_dir: Path
 
     @property
     def sensor_ids(self) -> list[str]:
         return self.space.ids
 
+    @property
+    def mean(self) -> Tensor:
+        """``[N, C]`` or the grid's shape: the training mean, float32 (original units)."""
+        return self.checkpoint["mean"].to(torch.float32)
+
+    @property
+    def std(self) -> Tensor:
+        return self.checkpoint["std"].to(torch.float32)
+
 
 def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
-    """Rebuild a finished run directory's models and data windows.
+    """Rebuild a finished run directory's models, active set and data windows.
 
     ``data`` overrides the data set path recorded in the run (for moved data).
     """
-    from .data import load_dataset, make_windows
+    from .data import ReadOptions, load_dataset, make_windows
     from .models import backbone
-    from .sparsifier import Sparsifier
 
     ck = load_checkpoint(run_dir)
+    run_dir = Path(run_dir)
+    mask = MaskRecord.read(run_dir)
     cfg = RunConfig.from_dict(ck["config"], f"{run_dir}/{CHECKPOINT}")
     path = data if data is not None else cfg.data.path
     kind = backbone(cfg.model.name).space
+    options = ReadOptions(cfg.data.distance_sigma, cfg.data.distance_threshold)
     try:
-        ds = load_dataset(path, kind=kind, seed=cfg.seed, patch=cfg.data.patch)
+        ds = load_dataset(path, kind=kind, seed=cfg.seed, patch=cfg.data.patch, options=options)
     except FileNotFoundError as exc:
         raise FileNotFoundError(
             f"{exc} (the run's data is needed to check the model on test windows; "
@@ -552,20 +277,24 @@ def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
     try:
         model = rebuild_model(ck, ds)
         dense = rebuild_model(ck, state="dense_model_state")
-        sp = Sparsifier.from_state_dict(ck["sparsifier"])
     except (KeyError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
         first = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise ValueError(
             f"{run_dir}: its {CHECKPOINT} does not rebuild the run's models ({first}): was "
             "it edited or written by another version?"
         ) from None
+    if mask.sensor_ids != model.space.ids:
+        raise ValueError(f"{run_dir}: its {MASK} and {CHECKPOINT} name different sensors")
+    if not any(mask.active):
+        raise ValueError(f"{run_dir}: its {MASK} has no active sensor")
     return RunBundle(
         checkpoint=ck,
         config=cfg,
         space=model.space,
         model=model,
         dense=dense,
-        active_index=sp.active_index(),
-        theta=sp.theta.detach().clone(),
+        active_index=torch.as_tensor(mask.active_index, dtype=torch.int64),
+        theta=torch.as_tensor(mask.theta, dtype=torch.float32),
         splits=make_windows(ds, int(ck["t_in"]), int(ck["t_out"])),
+        run_dir=run_dir,
     )

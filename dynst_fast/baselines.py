@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from .data.windows import WindowDataset, WindowSplits, eval_loader
+from .evaluation import metric_stream
 from .sensors import SensorSpace
-from .train import metric_stream
 
 __all__ = ["last_value_forecast", "LinearAR", "persistence_baseline", "linear_ar_baseline"]
 __all__ += ["run_baselines"]

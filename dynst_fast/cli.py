@@ -91,7 +91,7 @@ def _rank_parser(r: argparse.ArgumentParser) -> None:
 
 
 def _run_parser(r: argparse.ArgumentParser) -> None:
-    from .config import add_arguments
+    from .flags import add_arguments
 
     r.description = (
         "Train the dense model and a sparse model on one data set, evaluate both on the test "
@@ -204,7 +204,8 @@ def _fail(command: str, message: object) -> int:
 def _run(args: argparse.Namespace) -> int:
     import shlex
 
-    from .config import RunConfig, apply_arguments, given_settings
+    from .config import RunConfig
+    from .flags import apply_arguments, given_settings
     from .run import RunInterrupted, format_table, run
 
     if args.nproc is not None:
@@ -291,7 +292,7 @@ def _bench(args: argparse.Namespace) -> int:
     from . import latency
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "latency"
-    from .artifacts import check_output_file
+    from .rundir import check_output_file
 
     check_output_file(out.with_name(out.name + ".md"))
     if args.threads is not None:

@@ -9,7 +9,6 @@ its resolved ``config.toml``, which reproduces the run.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
@@ -18,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import schemes
+from .coerce import coerce
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "qr", "greedy", "mask", "dense")
-FIXED_SET = ("fixed", "random", "qr", "greedy", "mask")  # K* sensors on from the start
-SPARSE_SCHEMES = tuple(s for s in SCHEMES if s != "dense")
+SPARSE_SCHEMES = schemes.scheme_names(sparse=True)
 
 
 def setting(
@@ -229,7 +229,9 @@ class RunConfig:
         if s.mask is None and "mask" in s.schemes:
             raise ValueError("the mask scheme trains a given set: name it with --mask FILE")
         if c.budget is not None:
-            counted = [x for x in s.schemes if x in ("qr", "greedy", "mask")]
+            counted = [
+                x for x in s.schemes if x in SPARSE_SCHEMES and not schemes.scheme(x).takes_budget
+            ]
             if counted or s.mask is not None:
                 what = counted[0] if counted else "mask"
                 raise ValueError(
@@ -282,7 +284,7 @@ class RunConfig:
         (``epochs=6``, ``data="runs/x"``, ``time_batch=4``, ``option={"dim": 16}``): the
         Python API's way to write ``dynst run --epochs 6 ...``."""
         cfg = cls()
-        by_flag = {_flag(f)[2:].replace("-", "_"): (section, f) for section, f in leaves()}
+        by_flag = {flag_name(f)[2:].replace("-", "_"): (section, f) for section, f in leaves()}
         sections: dict[str, dict[str, Any]] = {}
         top: dict[str, Any] = {}
         for key, value in settings.items():
@@ -341,40 +343,11 @@ def _build(cls: type, d: dict[str, Any], source: str, prefix: str):
                 raise ValueError(f"{source}: [{prefix}{name}] must be a table")
             kwargs[name] = _build(kind, value, source, f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(value, kind, f"{source}: {prefix}{name}")
+            kwargs[name] = coerce(value, kind, f"{source}: {prefix}{name}")
     return cls(**kwargs)
 
 
-def _coerce(value: Any, kind: Any, what: str) -> Any:
-    """``value`` checked against the field type ``kind`` (ints are accepted as floats)."""
-    if type(None) in typing.get_args(kind):
-        if value is None:
-            return None
-        kind = _unwrap_optional(kind)
-    origin = typing.get_origin(kind)
-    if origin is list:
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return list(value)
-    elif origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-    elif kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    name = getattr(kind, "__name__", str(kind))
-    raise ValueError(f"{what} must be {name}, got {value!r}")
-
-
-# ---------------------------------------------------------------- the command line
+# ---------------------------------------------------------------- the tree's fields
 def leaves(cls: type = RunConfig) -> list[tuple[str | None, dataclasses.Field]]:
     """``(section, field)`` of every setting, sections in tree order (None: top level)."""
     out = []
@@ -387,133 +360,11 @@ def leaves(cls: type = RunConfig) -> list[tuple[str | None, dataclasses.Field]]:
     return out
 
 
-def _flag(f: dataclasses.Field) -> str:
+def flag_name(f: dataclasses.Field) -> str:
+    """The command-line flag of a setting."""
     return f.metadata.get("flag") or f"--{f.name.replace('_', '-')}"
 
 
 def flag_of(section: Any, name: str) -> str:
     """The flag of field ``name`` of a section (an instance or class of a section)."""
-    return _flag(next(f for f in dataclasses.fields(section) if f.name == name))
-
-
-def _dest(section: str | None, name: str) -> str:
-    return f"{section}.{name}" if section else name
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting of the tree, with its help and default."""
-    defaults = RunConfig()
-    groups: dict[str | None, Any] = {}
-    for section, f in leaves():
-        if section not in groups:
-            title = f"{section} settings" if section else "run settings"
-            groups[section] = parser.add_argument_group(title)
-        group = groups[section]
-        default = getattr(getattr(defaults, section) if section else defaults, f.name)
-        kind = typing.get_type_hints(type(getattr(defaults, section)) if section else RunConfig)[
-            f.name
-        ]
-        flag = _flag(f)
-        text = f.metadata.get("help", "")
-        kw: dict[str, Any] = {"dest": _dest(section, f.name), "default": argparse.SUPPRESS}
-        choices = f.metadata.get("choices")
-        if flag == "--model":
-            text = _model_help(text)
-        base = _unwrap_optional(kind)
-        if base is bool:
-            group.add_argument(flag, action="store_true", help=text, **kw)
-            continue
-        kw["metavar"] = f.name.upper()
-        if typing.get_origin(base) is list:
-            kw.update(nargs="*", metavar=f.metadata.get("metavar") or "SCHEME")
-        elif typing.get_origin(base) is dict:
-            kw.update(action="append", type=_key_value, metavar="KEY=VALUE")
-        else:
-            kw["type"] = base
-        if choices is not None:
-            kw["choices"] = choices
-            text = f"{text}: {', '.join(choices)}"
-        if default not in (None, [], {}):
-            text = f"{text} (default: {default})"
-        group.add_argument(flag, help=text, **kw)
-
-
-def _unwrap_optional(kind: Any) -> Any:
-    """``X`` of ``X | None``; any other type as it is."""
-    args = typing.get_args(kind)
-    if type(None) in args:
-        return next(a for a in args if a is not type(None))
-    return kind
-
-
-def _model_help(text: str) -> str:
-    from .models import backbone, backbone_names
-
-    lines = []
-    for name in backbone_names():
-        spec = backbone(name)
-        opts = ", ".join(spec.option_types())
-        lines.append(f"{name} ({spec.space} data{', default' if spec.default else ''}: "
-                     f"{spec.summary}; options {opts})")  # fmt: skip
-    return f"{text}. Models: " + "; ".join(lines)
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
-
-
-def apply_arguments(cfg: RunConfig, ns: argparse.Namespace) -> RunConfig:
-    """``cfg`` with every setting given on the command line replaced (a new config)."""
-    given = vars(ns)
-    sections: dict[str, dict[str, Any]] = {}
-    top: dict[str, Any] = {}
-    for section, f in leaves():
-        dest = _dest(section, f.name)
-        if dest not in given:
-            continue
-        value = given[dest]
-        if f.name == "options" and section == "model":
-            value = {**cfg.model.options, **dict(value)}
-        if section:
-            sections.setdefault(section, {})[f.name] = value
-        else:
-            top[f.name] = value
-    new = {s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()}
-    return dataclasses.replace(cfg, **new, **top)
-
-
-def given_settings(ns: argparse.Namespace) -> list[str]:
-    """The flags of the settings given on the command line."""
-    out = []
-    for section, f in leaves():
-        if _dest(section, f.name) in vars(ns):
-            out.append(_flag(f))
-    return out
-
-
-def command_line(cfg: RunConfig) -> str:
-    """``dynst run`` with the flags of every setting that differs from its default, each
-    value quoted for a POSIX shell."""
-    import shlex
-
-    q = lambda v: shlex.quote(str(v))  # noqa: E731
-    defaults = RunConfig()
-    parts = ["dynst run"]
-    for section, f in leaves():
-        value = getattr(getattr(cfg, section) if section else cfg, f.name)
-        default = getattr(getattr(defaults, section) if section else defaults, f.name)
-        if value == default or f.name == "quiet":
-            continue
-        flag = _flag(f)
-        if isinstance(value, bool):
-            parts.append(flag)
-        elif isinstance(value, list):
-            parts.append(" ".join([flag, *map(q, value)]))
-        elif isinstance(value, dict):
-            parts += [f"{flag} {q(f'{k}={v}')}" for k, v in value.items()]
-        else:
-            parts.append(f"{flag} {q(value)}")
-    return " ".join(parts)
+    return flag_name(next(f for f in dataclasses.fields(section) if f.name == name))

@@ -4,16 +4,22 @@ It takes **only the active sensors' data**, in original units, in the order of
 ``mask.json`` (for graphs ``[B, T_in, K, C]``, for images the K active patch tiles
 ``[B, K, T_in, C, p, p]``, see the sensor space's ``serving_module``) and returns the
 whole-field forecast in original units: normalisation and theta are folded in.
+:class:`Deployable` carries it with what a target needs to know about it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+from . import __version__
 from .artifacts import RunBundle
 from .data.windows import eval_loader
 from .models.base import takes_alive
+from .sidecar import SENSOR_AXIS, describe
 
 
 class _Ungated(nn.Module):
@@ -28,13 +34,23 @@ class _Ungated(nn.Module):
         return self.model(x, alive)
 
 
-def deployable(bundle: RunBundle, dense: bool = False) -> tuple[nn.Module, Tensor]:
+@dataclass(frozen=True)
+class Deployable:
+    """A model ready to export: ``module(x)`` (or ``module(x, alive[K])`` when
+    ``takes_alive``) on the K input sensors ``index`` (into the N), whose axis in ``x``
+    is ``sensor_axis``; ``sidecar`` is what the exported file's sidecar records of it
+    (``dynst_fast.sidecar``), before the target adds its own fields."""
+
+    module: nn.Module
+    index: Tensor  # [K] int64
+    takes_alive: bool
+    sensor_axis: int
+    sidecar: dict[str, Any]
+
+
+def deployable(bundle: RunBundle, dense: bool = False) -> Deployable:
     """The run's compacted model (or, with ``dense``, its dense model taking every
-    sensor) ready to deploy, and its input index ``[K]`` into the N sensors. The module
-    is called ``module(x)`` or ``module(x, alive[K])``; its ``takes_alive`` says whether
-    the second form is available."""
-    mean = bundle.checkpoint["mean"].to(torch.float32)
-    std = bundle.checkpoint["std"].to(torch.float32)
+    sensor) ready to deploy."""
     n = bundle.theta.numel()
     if dense:
         index = torch.arange(n)
@@ -42,9 +58,25 @@ def deployable(bundle: RunBundle, dense: bool = False) -> tuple[nn.Module, Tenso
     else:
         index = bundle.active_index
         inner = bundle.model.compact(index, bundle.theta).eval()
-    module = bundle.space.serving_module(inner, index, mean, std, full=dense)
-    module.takes_alive = takes_alive(inner)  # the export gives it an ``alive [K]`` input
-    return module.eval(), index
+    space, ck = bundle.space, bundle.checkpoint
+    module = space.serving_module(inner, index, bundle.mean, bundle.std, full=dense).eval()
+    c, t_in, t_out = int(ck["num_channels"]), int(ck["t_in"]), int(ck["t_out"])
+    layout = space.sidecar(index, t_in, t_out, c)
+    side = describe(
+        model=ck["model"]["name"],
+        dense=dense,
+        dataset=ck.get("dataset"),
+        sensor_ids=[space.ids[i] for i in index.tolist()],
+        input_index=index.tolist(),
+        all_sensor_ids=list(space.ids),
+        channels=c,
+        t_in=t_in,
+        t_out=t_out,
+        units=ck.get("units", ""),
+        version=__version__,
+        layout=layout,
+    )
+    return Deployable(module, index, takes_alive(inner), SENSOR_AXIS[layout["kind"]], side)
 
 
 class NoCompleteWindow(ValueError):

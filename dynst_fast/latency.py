@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from .artifacts import load_run, write_atomic, write_json
+from .artifacts import load_run
 from .deploy import deployable, example_inputs
-from .export import export_run
+from .export import export_bundle
 from .fast_path import FastPath
+from .files import write_atomic, write_json
 from .serve import make_session
 from .timing import side_by_side
 
@@ -47,20 +48,20 @@ def measure(
             raise ValueError(f"--batches must be positive integers, got {b!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"--repeats must be a positive integer, got {repeats!r}")
-    bundle = load_run(run_dir)
+    bundle = load_run(run_dir)  # once: both exports and every timing use it
     threads = threads or torch.get_num_threads()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = {kind: Path(tmp) / f"{kind}.onnx" for kind in ("dense", "compact")}
-        export_run(run_dir, paths["compact"])
-        export_run(run_dir, paths["dense"], dense=True)
+        export_bundle(bundle, paths["compact"])
+        export_bundle(bundle, paths["dense"], dense=True)
         sessions = {k: make_session(p, threads, optimization) for k, p in paths.items()}
-        modules = {kind: deployable(bundle, dense=kind == "dense") for kind in paths}
+        models = {kind: deployable(bundle, dense=kind == "dense") for kind in paths}
         for b in batches:
-            xs = {k: _batch(bundle, idx, b) for k, (_, idx) in modules.items()}
+            xs = {k: _batch(bundle, m.index, b) for k, m in models.items()}
             fns: dict[str, dict] = {"torch": {}, "fast": {}, "ort": {}}
             for kind in ("dense", "compact"):
-                module, x = modules[kind][0], xs[kind]
+                module, x = models[kind].module, xs[kind]
                 feed = {"x": x.numpy()}
                 fns["torch"][f"torch_{kind}"] = lambda m=module, x=x: m(x)
                 if fast is not None:

@@ -2,9 +2,9 @@
 given epochs and batch size, and that the data can be trained on and scored.
 
 Each check raises one ``ValueError`` that names the flag or the file it is about and,
-where there is one, the fix. ``dynst run`` calls :func:`check_run` after loading the
-data and before the first training step; ``train.fit`` checks its own schedule the same
-way (:func:`check_schedule`).
+where there is one, the fix. The run plan (``plan.resolve``) calls them after loading the
+data and before the first training step; :func:`check_schedule` also builds the schedule
+it checks, the only place a run's schedules are built.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import math
 
 import numpy as np
 
-from .config import RunConfig, ScheduleConfig, TrainConfig
-from .constraints import Constraints
+from .config import ScheduleConfig, TrainConfig
 from .data import Dataset, WindowSplits
 from .data.windows import CHUNK_STEPS
-from .schedule import Schedule
-from .sensors import SensorSpace
+from .schedule import Schedule, active_count
+from .schemes import Scheme
+from .schemes import scheme as lookup_scheme
 
 # Beyond this, squared errors overflow float32 (the models and metrics compute in it).
 MAX_ABS_VALUE = 1e18
@@ -27,9 +27,13 @@ MAX_EPOCHS_SEARCHED = 100_000
 
 
 def _build(
-    sched: ScheduleConfig, scheme: str, sparsity: float, n: int, total_steps: int
+    sched: ScheduleConfig, scheme: Scheme, sparsity: float, n: int, total_steps: int
 ) -> Schedule:
     return Schedule.from_config(sched, n, total_steps, scheme=scheme, sparsity=sparsity)
+
+
+def _steps(num_windows: int, batch: int, world: int) -> int:
+    return math.ceil(num_windows / (batch * world))
 
 
 def _fits(s: Schedule, total_steps: int) -> bool:
@@ -39,19 +43,22 @@ def _fits(s: Schedule, total_steps: int) -> bool:
 def check_schedule(
     train: TrainConfig,
     sched: ScheduleConfig,
-    scheme: str,
+    scheme: Scheme | str,
     sparsity: float,
     num_sensors: int,
     num_windows: int,
+    world: int = 1,
 ) -> Schedule:
     """The step schedule of ``scheme`` over ``train.epochs`` epochs of ``num_windows``
-    training windows; ``ValueError`` if it leaves no sensor or if training ends before
-    its last round (the sparsity would stop short of the target), naming the fixes."""
+    training windows in global batches of ``train.batch_size`` x ``world``; ``ValueError``
+    if it leaves no sensor or if training ends before its last round (the sparsity would
+    stop short of the target), naming the fixes (``--batch-size`` per process)."""
+    scheme = lookup_scheme(scheme)
     n, b = num_sensors, train.batch_size
-    steps = math.ceil(num_windows / b)
+    steps = _steps(num_windows, b, world)
     total = train.epochs * steps
-    k = num_sensors - int(round(sparsity * num_sensors))
-    if scheme != "dense" and k < 1:
+    k = active_count(num_sensors, sparsity)
+    if not scheme.dense and k < 1:
         most = (num_sensors - 1) / num_sensors
         raise ValueError(
             f"--sparsity {sparsity:g} leaves no sensor active out of {n} (K = 0): use "
@@ -78,8 +85,8 @@ def check_schedule(
             bb
             for bb in range(b - 1, 0, -1)
             if _fits(
-                _build(sched, scheme, sparsity, n, train.epochs * math.ceil(num_windows / bb)),
-                train.epochs * math.ceil(num_windows / bb),
+                _build(sched, scheme, sparsity, n, train.epochs * _steps(num_windows, bb, world)),
+                train.epochs * _steps(num_windows, bb, world),
             )
         ),
         None,
@@ -105,9 +112,9 @@ def check_schedule(
         else f"only {done} of its {s.num_rounds} swap rounds would run"
     )
     raise ValueError(
-        f"the {scheme} schedule needs {s.rounds_end} optimizer steps for its "
+        f"the {scheme.name} schedule needs {s.rounds_end} optimizer steps for its "
         f"{s.num_rounds} round(s) but training has {total} ({train.epochs} epoch(s) x "
-        f"{steps} batch(es) of {b} windows), so {what}: use "
+        f"{steps} batch(es) of {b * world} windows), so {what}: use "
         + (" or ".join(fixes) if fixes else "more training windows")
     )
 
@@ -174,29 +181,3 @@ def check_data(ds: Dataset, splits: WindowSplits, need_range: bool = False) -> N
             raise ValueError(
                 f"{name}: the test split ({steps}) is constant, so its error metrics are undefined"
             )
-
-
-def schedule_sparsity(cfg: RunConfig, constraints: Constraints | None) -> float:
-    """The sparsity a resolved run's sparse schedules are built for: ``--sparsity``, or
-    with ``--budget`` the one that sizes its swaps (``Constraints.sizing_sparsity``)."""
-    if constraints is not None and constraints.budget is not None:
-        return constraints.sizing_sparsity()
-    return float(cfg.schedule.sparsity)
-
-
-def check_run(
-    cfg: RunConfig,
-    ds: Dataset,
-    splits: WindowSplits,
-    space: SensorSpace,
-    constraints: Constraints | None = None,
-) -> None:
-    """Every check of a resolved run, before training: constraints, schedules, then data."""
-    num_sensors = space.num_sensors
-    sparsity = schedule_sparsity(cfg, constraints)
-    if constraints is not None:
-        k = num_sensors - int(round(sparsity * num_sensors))  # K*, as Schedule counts it
-        constraints.check(None if constraints.budget is not None else k, space.ids)
-    for scheme in [cfg.schedule.scheme, *cfg.schedule.also]:
-        check_schedule(cfg.train, cfg.schedule, scheme, sparsity, num_sensors, len(splits.train))
-    check_data(ds, splits, space.metrics_need_range)

@@ -5,20 +5,22 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .config import RunConfig, command_line
+from .config import RunConfig
+from .flags import command_line
+from .records import RunMetrics
 
 # Metrics shown as columns when the run has them (the sensor space decides which it
 # computes: SSIM and PSNR for image patches): key, header, format.
 OPTIONAL_COLUMNS = (("ssim", "SSIM", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"))
 
 
-def _rows(m: dict[str, Any]) -> list[list[str]]:
-    units = f" ({m['units']})" if m.get("units") else ""
-    extra = [c for c in OPTIONAL_COLUMNS if c[0] in m["dense"]]
+def _rows(m: RunMetrics) -> list[list[str]]:
+    units = f" ({m.units})" if m.units else ""
+    d = m.dense.to_dict()
+    extra = [c for c in OPTIONAL_COLUMNS if c[0] in d]
     rows = [["model", f"MAE{units}", f"RMSE{units}", "active", "sparsity", "infer ms", "speedup"]]
     rows[0][3:3] = [header for _, header, _ in extra] + ["kept MAE", "dropped MAE"]
-    n = m["num_sensors"]
-    d = m["dense"]
+    n = m.num_sensors
 
     def extra_cols(r: dict[str, Any]) -> list[str]:
         parts = [f"{r[p]['mae']:.4f}" if p in r else "" for p in ("kept", "dropped")]
@@ -36,8 +38,8 @@ def _rows(m: dict[str, Any]) -> list[list[str]]:
             "1.00x",
         ]
     )
-    schemes = {m["scheme"]: m["dynst"], **m.get("others", {})}
-    for name, s in schemes.items():
+    for name, result in m.schemes.items():
+        s = result.to_dict()
         speed = f"{s['speedup']:.2f}x" if s.get("gives_speedup", True) else "none (masked)"
         rows.append(
             [
@@ -51,7 +53,7 @@ def _rows(m: dict[str, Any]) -> list[list[str]]:
                 speed,
             ]
         )
-    for name, b in m.get("baselines", {}).items():
+    for name, b in m.baselines.items():
         rows.append(
             [
                 name,
@@ -67,8 +69,11 @@ def _rows(m: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def format_table(m: dict[str, Any]) -> str:
-    """Plain-text table: dense vs sparse MAE/RMSE, sparsity, inference time, speedup."""
+def format_table(m: RunMetrics | dict[str, Any]) -> str:
+    """Plain-text table: dense vs sparse MAE/RMSE, sparsity, inference time, speedup
+    (of a ``metrics.json`` record, or its dict)."""
+    if not isinstance(m, RunMetrics):
+        m = RunMetrics.from_dict(m)
     rows = _rows(m)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
@@ -79,13 +84,10 @@ def format_table(m: dict[str, Any]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     extra = []
-    if "planted_recall" in m:
-        extra.append(f"planted sensors kept: {m['planted_recall']:.0%}")
-    t = m.get("timing", {})
-    extra.append(
-        f"inference timed on batch {t.get('batch')} with {t.get('threads')} threads, "
-        f"{t.get('method', '')}"
-    )
+    if m.planted_sensors is not None:
+        extra.append(f"planted sensors kept: {m.main.planted_recall:.0%}")
+    t = m.timing
+    extra.append(f"inference timed on batch {t.batch} with {t.threads} threads, {t.method}")
     return "\n".join(lines + [""] + extra)
 
 
@@ -124,10 +126,10 @@ def _constraints_line(c: dict[str, Any]) -> str:
     return text + "."
 
 
-def _per_horizon(m: dict[str, Any]) -> list[str]:
+def _per_horizon(m: RunMetrics) -> list[str]:
     """A table of MAE per forecast step: whole field, kept and dropped, per model."""
-    models = {"dense": m["dense"], m["scheme"]: m["dynst"], **m.get("others", {})}
-    steps = len(m["dense"].get("mae_per_horizon", []))
+    models = {"dense": m.dense.scores, **{k: v.scores for k, v in m.schemes.items()}}
+    steps = len(m.dense.scores.get("mae_per_horizon", []))
     if not steps:
         return []
     head = "| model | part | " + " | ".join(f"+{h + 1}" for h in range(steps)) + " |"
@@ -141,7 +143,7 @@ def _per_horizon(m: dict[str, Any]) -> list[str]:
 
 
 def render_report(
-    m: dict[str, Any],
+    m: RunMetrics,
     history: list[dict[str, Any]],
     notes: list[str] = (),
     candidates: list[tuple[str, float]] = (),
@@ -152,18 +154,18 @@ def render_report(
     rows = _rows(m)
     md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    c = m.get("constraints") or {}
+    c = m.constraints or {}
     target = (
         f"cost {c['cost']:g} of budget {c['budget']:g}"
         if "budget" in c
-        else f"target {m['target_sparsity']:.3f}"
+        else f"target {m.target_sparsity:.3f}"
     )
     lines = [
-        f"# DynST run: {m['dataset']}, {m['model']}, {m['scheme']}",
+        f"# DynST run: {m.dataset}, {m.model}, {m.scheme}",
         "",
-        f"{m['num_active']} of {m['num_sensors']} sensors kept "
-        f"(sparsity {m['sparsity']:.3f}, {target}); "
-        f"{m['t_in']} steps in, {m['t_out']} out; whole-field test metrics in original units.",
+        f"{m.num_active} of {m.num_sensors} sensors kept "
+        f"(sparsity {m.sparsity:.3f}, {target}); "
+        f"{m.t_in} steps in, {m.t_out} out; whole-field test metrics in original units.",
         "",
         *md,
         "",
@@ -177,12 +179,12 @@ def render_report(
     ]
     if c:
         lines += [_constraints_line(c), ""]
-    if "planted_recall" in m:
-        lines += [f"Planted informative sensors kept: **{m['planted_recall']:.0%}**.", ""]
+    if m.planted_sensors is not None:
+        lines += [f"Planted informative sensors kept: **{m.main.planted_recall:.0%}**.", ""]
     for note in notes:
         lines += [note, ""]
-    if not m["dynst"].get("gives_speedup", True):
-        ratio = m["dynst"].get("measured_ratio")
+    if not m.main.gives_speedup:
+        ratio = m.main.measured_ratio
         measured = f" (measured time ratio {ratio:.2f})" if ratio is not None else ""
         lines += [
             "This model is gated through `InputMasked`: it runs the full network on a "
@@ -190,14 +192,13 @@ def render_report(
             f"{measured}; `metrics.json` reports `speedup: null`.",
             "",
         ]
-    t = m.get("timing", {})
+    t = m.timing
     lines += [
-        f"Inference timing: batch {t.get('batch')}, {t.get('threads')} threads on "
-        f"{t.get('machine')}; {t.get('method')}.",
+        f"Inference timing: batch {t.batch}, {t.threads} threads on {t.machine}; {t.method}.",
         "",
         "![sensors](sensors.png)",
         "",
-        *_candidates(candidates, m.get("units", "")),
+        *_candidates(candidates, m.units),
         "## Mask history",
         "",
         "| step | round | pruned | swapped | active |",
@@ -212,11 +213,11 @@ def render_report(
         "",
         "## Reproduce",
         "",
-        f"    dynst run --config {shlex.quote(str(m['config']['out']) + '/config.toml')}",
+        f"    dynst run --config {shlex.quote(str(m.config['out']) + '/config.toml')}",
         "",
         "or, in flags,",
         "",
-        f"    {command_line(RunConfig.from_dict(m['config']))}",
+        f"    {command_line(RunConfig.from_dict(m.config))}",
         "",
     ]
     return "\n".join(lines)

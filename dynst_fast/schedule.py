@@ -12,10 +12,19 @@ so that "sparsity follows the schedule" is a property one can test.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from .config import FIXED_SET, SCHEMES, ScheduleConfig
+from .config import ScheduleConfig
+from .schemes import Scheme, scheme_names
+from .schemes import scheme as lookup_scheme
 
 PHASES = ("warmup", "network", "mask", "finetune")
+SCHEMES = scheme_names()  # every scheme's name, dense included
+
+
+def active_count(num_sensors: int, sparsity: float) -> int:
+    """K = N - round(s N): the sensors left on at sparsity s (the one place it is counted)."""
+    return num_sensors - int(round(sparsity * num_sensors))
 
 
 @dataclass(frozen=True)
@@ -23,7 +32,8 @@ class Schedule:
     """When to train what, and how many sensors stay on.
 
     Args:
-        scheme: one of ``SCHEMES``.
+        scheme: a :class:`~dynst_fast.schemes.Scheme` or its registered name (stored
+            as the object).
         num_sensors: N. sparsity: the target s* in [0, 1).
         warmup_steps: W dense steps before the first round.
         rounds: P pruning rounds (``one-shot`` uses 1; ``fixed`` swaps in each).
@@ -31,7 +41,7 @@ class Schedule:
         swap_fraction: q, the fraction of the K active sensors swapped per round.
     """
 
-    scheme: str
+    scheme: Scheme
     num_sensors: int
     sparsity: float
     warmup_steps: int = 0
@@ -41,8 +51,7 @@ class Schedule:
     swap_fraction: float = ScheduleConfig.swap_fraction
 
     def __post_init__(self) -> None:
-        if self.scheme not in SCHEMES:
-            raise ValueError(f"unknown scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}")
+        object.__setattr__(self, "scheme", lookup_scheme(self.scheme))
         for name in ("num_sensors", "warmup_steps", "rounds", "network_steps", "mask_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -61,7 +70,7 @@ class Schedule:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.uses_rounds and self.rounds < 1:
-            raise ValueError(f"scheme {self.scheme!r} needs rounds >= 1")
+            raise ValueError(f"scheme {self.scheme.name!r} needs rounds >= 1")
         if self.uses_rounds and self.round_steps < 1:
             raise ValueError("a round needs at least one network or mask step")
         if not (0.0 <= self.swap_fraction < 1.0):
@@ -70,25 +79,23 @@ class Schedule:
     # ------------------------------------------------------------ scheme facts
     @property
     def uses_rounds(self) -> bool:
-        return self.scheme in ("dynst", "iterative", "one-shot", "fixed")
+        return self.scheme.uses_rounds
 
     @property
     def prunes(self) -> bool:
-        return self.scheme in ("dynst", "iterative", "one-shot")
+        return self.scheme.prunes
 
     @property
     def swaps(self) -> bool:
-        return self.scheme in ("dynst", "fixed")
+        return self.scheme.swaps
 
     @property
     def trains_theta(self) -> bool:
-        return self.uses_rounds
+        return self.scheme.trains_theta
 
     @property
     def num_rounds(self) -> int:
-        if not self.uses_rounds:
-            return 0
-        return 1 if self.scheme == "one-shot" else self.rounds
+        return self.scheme.num_rounds(self.rounds)
 
     @property
     def round_steps(self) -> int:
@@ -101,18 +108,18 @@ class Schedule:
 
     def target_active(self) -> int:
         """K* = N - round(s* N), the active count once the target is reached."""
-        return self.num_sensors - int(round(self.sparsity * self.num_sensors))
+        return active_count(self.num_sensors, self.sparsity)
 
     def initial_active(self) -> int:
         """Active count at step 0: N for pruning schemes, K* for the fixed-set ones
         (``fixed``, ``random``, ``qr``, ``greedy``, ``mask``)."""
-        return self.target_active() if self.scheme in FIXED_SET else self.num_sensors
+        return self.target_active() if self.scheme.fixed_set else self.num_sensors
 
     # ------------------------------------------------------------ timeline
     def phase(self, step: int) -> tuple[str, int]:
         """``(phase, round)`` of a step; round is 0 outside the rounds, else 1..P."""
         if not self.uses_rounds:
-            return ("network" if self.scheme == "dense" else "finetune", 0)
+            return ("network" if self.scheme.dense else "finetune", 0)
         if step < self.warmup_steps:
             return ("warmup", 0)
         if step >= self.rounds_end:
@@ -156,23 +163,23 @@ class Schedule:
         num_sensors: int,
         total_steps: int,
         *,
-        scheme: str | None = None,
+        scheme: str | Scheme | None = None,
         sparsity: float | None = None,
     ) -> Schedule:
         """The step schedule of ``sched``'s fractions over ``total_steps`` optimizer steps
         (``scheme`` / ``sparsity`` default to ``sched``'s)."""
-        scheme = scheme or sched.scheme
+        scheme = lookup_scheme(scheme or sched.scheme)
         sparsity = sched.sparsity if sparsity is None else sparsity
-        if sparsity is None and scheme != "dense":
+        if sparsity is None and not scheme.dense:
             raise ValueError("Schedule.from_config: give a sparsity (the config has none)")
         warmup = int(sched.warmup_frac * total_steps)
-        rounds = 1 if scheme == "one-shot" else sched.rounds
+        rounds = 1 if scheme.one_round else sched.rounds
         per_round = max(2, int(sched.prune_frac * total_steps) // max(rounds, 1))
         mask = max(1, int(round(sched.mask_frac * per_round)))
         return cls(
             scheme=scheme,
             num_sensors=num_sensors,
-            sparsity=0.0 if scheme == "dense" else float(sparsity),
+            sparsity=0.0 if scheme.dense else float(sparsity),
             warmup_steps=warmup,
             rounds=rounds,
             network_steps=per_round - mask,
@@ -180,5 +187,6 @@ class Schedule:
             swap_fraction=sched.swap_fraction,
         )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (the scheme by its name), as ``Schedule(**d)`` takes them."""
+        return {**asdict(self), "scheme": self.scheme.name}

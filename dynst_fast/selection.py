@@ -13,6 +13,8 @@ sensors (the sparsifier takes the kept sensors, then movable ones in this order)
   validation split).
 - ``mask``: the active set of a ``mask.json`` or an id list (``--mask FILE``).
 
+The schemes (``dynst_fast.schemes``) call these through ``Scheme.order``.
+
 Both data-driven schemes work on one series per sensor (:func:`sensor_series`): the mean
 of its normalised values per step (its channels; for image patches, its pixels).
 """
@@ -28,11 +30,13 @@ import torch
 from torch import Tensor
 
 from .constraints import Constraints, read_ids
-from .data import WindowDataset, WindowSplits
+from .data import WindowDataset
+from .records import MaskRecord, RecordError
 from .sensors import SensorSpace
 
 GREEDY_MAX_FEATURES = 12288  # N * t_in lagged values; the ridge's Gram is its square
 GREEDY_RIDGES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # x the Gram's mean diagonal (scale-free)
+QR_SVD_SEED = 0  # the POD modes' randomized SVD
 
 
 def sensor_series(data: WindowDataset, space: SensorSpace) -> Tensor:
@@ -55,7 +59,9 @@ def qr_order(series: Tensor, k: int, constraints: Constraints | None = None) -> 
     n = x.shape[1]
     c = Constraints.none(n) if constraints is None else constraints
     r = max(1, min(int(k), *x.shape))
-    psi = SVD(n_basis_modes=r).fit(x).matrix_representation()  # [N, r]
+    # seeded: TruncatedSVD's randomized solver otherwise draws from numpy's global RNG,
+    # which no run seeds, so the order (and the qr scheme's set) changed from run to run
+    psi = SVD(n_basis_modes=r, random_state=QR_SVD_SEED).fit(x).matrix_representation()
     keep = np.flatnonzero(c.keep.numpy())
     movable = np.flatnonzero(c.movable.numpy())
     basis = psi[movable]
@@ -200,12 +206,11 @@ def _mask_ids(doc: object, path: Path) -> list[str]:
     if isinstance(doc, list) and all(isinstance(s, (str, int)) for s in doc):
         return [str(s) for s in doc]
     if isinstance(doc, dict) and isinstance(doc.get("sensor_ids"), list):
-        sensors, active = doc["sensor_ids"], doc.get("active")
-        if not isinstance(active, list) or len(active) != len(sensors):
-            raise ValueError(f"--mask: {path} has no 'active' list as long as its 'sensor_ids'")
-        if not all(isinstance(a, bool) for a in active):
-            raise ValueError(f"--mask: {path}: 'active' must hold true / false")
-        return [str(s) for s, a in zip(sensors, active, strict=True) if a]
+        try:
+            mask = MaskRecord.from_dict(doc, str(path))
+        except RecordError as exc:
+            raise ValueError(f"--mask: {exc}") from None
+        return [mask.sensor_ids[i] for i in mask.active_index]
     raise ValueError(
         f"--mask: {path} is neither a mask.json (sensor_ids, active) nor a JSON list of ids"
     )
@@ -217,26 +222,3 @@ def mask_order(names: Sequence[str], ids: Sequence[str]) -> Tensor:
     first = [where[s] for s in names]
     chosen = set(first)
     return torch.as_tensor(first + [i for i in range(len(ids)) if i not in chosen])
-
-
-# ---------------------------------------------------------------- per scheme
-def order_for(
-    scheme: str,
-    splits: WindowSplits,
-    space: SensorSpace,
-    k: int,
-    constraints: Constraints | None = None,
-    mask: Sequence[str] | None = None,
-) -> Tensor | None:
-    """The sensor order of a fixed-set scheme for K = ``k`` active sensors, or None where
-    the sparsifier draws its own (``fixed`` / ``random``: seeded) or learns the set."""
-    if scheme == "qr":
-        return qr_order(sensor_series(splits.train, space), k, constraints)
-    if scheme == "greedy":
-        train, val = sensor_series(splits.train, space), sensor_series(splits.val, space)
-        return greedy_order(train, val, splits.t_in, splits.t_out, k, constraints)
-    if scheme == "mask":
-        if mask is None:
-            raise ValueError("the mask scheme needs --mask FILE")
-        return mask_order(mask, space.ids)
-    return None

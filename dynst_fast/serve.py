@@ -17,13 +17,13 @@ Image models (sidecar ``kind: image``) take ``.npy`` only: the K active patch ti
 
 Output: ``.npy`` ``[B, T_out, N, C]`` (images: ``[B, T_out, C, H, W]``), or for graphs
 ``.csv`` (B = 1, C = 1) with a header of all N sensor ids and ``T_out`` rows.
+
+The sidecar is read and checked by ``dynst_fast.sidecar``.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,152 +31,12 @@ from typing import Any
 
 import numpy as np
 
-REQUIRED = (
-    "format",
-    "kind",
-    "sensor_ids",
-    "input_index",
-    "num_sensors",
-    "all_sensor_ids",
-    "channels",
-    "t_in",
-    "t_out",
-    "units",
-    "opset",
-    "input",
-    "output",
-    "sha256",
-)
-
-
-# The JSON type of every field the sidecar must have (bool is no int here).
-FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "format": int,
-    "kind": str,
-    "sensor_ids": list,
-    "input_index": list,
-    "num_sensors": int,
-    "all_sensor_ids": list,
-    "channels": int,
-    "t_in": int,
-    "t_out": int,
-    "units": str,
-    "opset": int,
-    "input": dict,
-    "output": dict,
-    "sha256": str,
-}
+from .sidecar import load as load_sidecar
+from .sidecar import sensor_axis
 
 
 class PredictError(ValueError):
     """Bad model, sidecar or input for ``dynst predict`` (the message says which)."""
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_sidecar(model: str | os.PathLike, sidecar: str | os.PathLike | None = None) -> dict:
-    """The sidecar of ``model`` (default ``<model>.json``), checked for completeness and
-    against the model file's sha256."""
-    model = Path(model)
-    if not model.is_file():
-        raise PredictError(f"no model file at {model}")
-    side = Path(sidecar) if sidecar is not None else Path(f"{model}.json")
-    if not side.is_file():
-        raise PredictError(f"no sidecar at {side}: export writes it beside the model")
-    try:
-        meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PredictError(f"sidecar {side} is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise PredictError(f"sidecar {side} must hold a JSON object")
-    missing = [k for k in REQUIRED if k not in meta]
-    if missing:
-        raise PredictError(f"sidecar {side} lacks {', '.join(missing)}")
-    _check_types(meta, side)
-    if not _consistent(meta):
-        raise PredictError(f"sidecar {side} is inconsistent: its shapes, ids and counts disagree")
-    digest = sha256_of(model)
-    if digest != meta["sha256"]:
-        raise PredictError(
-            f"{model} does not match its sidecar (sha256 {digest[:12]}... vs "
-            f"{str(meta['sha256'])[:12]}...): the model or the sidecar was changed or mixed up"
-        )
-    return meta
-
-
-def _check_types(meta: dict, side: Path) -> None:
-    """Every field of the sidecar has its JSON type (one clear error naming the field)."""
-
-    def bad(field: str, want: str) -> PredictError:
-        return PredictError(f"sidecar {side}: field {field!r} must be {want}")
-
-    for name, kind in FIELD_TYPES.items():
-        v = meta[name]
-        if isinstance(v, bool) or not isinstance(v, kind):
-            raise bad(name, f"{kind.__name__}, got {type(v).__name__}")
-        if kind is int and v < 0 or name in ("t_in", "t_out", "channels") and v < 1:
-            raise bad(name, "a positive int")
-    if "alive" in meta:
-        a = meta["alive"]
-        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
-            raise bad("alive", "an object with the input's name")
-    for name in ("input", "output"):
-        if not isinstance(meta[name].get("name"), str):
-            raise bad(f"{name}.name", "a string")
-        shape = meta[name].get("shape")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape
-        ):
-            raise bad(f"{name}.shape", "a list of sizes")
-    index = meta["input_index"]
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in index) or not all(
-        0 <= i < meta["num_sensors"] for i in index
-    ):
-        raise bad("input_index", f"a list of sensor numbers in [0, {meta['num_sensors']})")
-    if meta["kind"] == "image":
-        g = meta.get("grid")
-        keys = ("rows", "cols", "patch", "height", "width")
-        if not isinstance(g, dict) or not all(
-            isinstance(g.get(k), int) and not isinstance(g.get(k), bool) and g[k] > 0 for k in keys
-        ):
-            raise bad("grid", "an object of positive ints " + ", ".join(keys))
-
-
-def _consistent(meta: dict) -> bool:
-    """Do the sidecar's shapes, ids and counts agree with each other?"""
-    k, n, c = len(meta["sensor_ids"]), meta["num_sensors"], meta["channels"]
-    if len(meta["input_index"]) != k:
-        return False
-    if "alive" in meta and meta["alive"].get("shape") != [k]:
-        return False
-    shape_in, shape_out = meta["input"].get("shape"), meta["output"].get("shape")
-    if not isinstance(shape_in, list) or not isinstance(shape_out, list):
-        return False
-    if len(meta["all_sensor_ids"]) != n or meta["kind"] not in ("graph", "image"):
-        return False
-    if meta["kind"] == "graph":
-        return shape_in[1:] == [meta["t_in"], k, c] and shape_out[1:] == [meta["t_out"], n, c]
-    g = meta.get("grid")
-    if not isinstance(g, dict) or g.get("rows", 0) * g.get("cols", 0) != n:
-        return False
-    p = g["patch"]
-    return shape_in[1:] == [k, meta["t_in"], c, p, p] and shape_out[1:] == [
-        meta["t_out"],
-        c,
-        g["height"],
-        g["width"],
-    ]
-
-
-def sensor_axis(meta: dict) -> int:
-    """The axis of the K input sensors in the model's input (graphs 2, image tiles 1)."""
-    return 1 if meta["kind"] == "image" else 2
 
 
 def read_input(path: str | os.PathLike, meta: dict, allow_missing: bool = False) -> np.ndarray:
@@ -188,7 +48,7 @@ def read_input(path: str | os.PathLike, meta: dict, allow_missing: bool = False)
         raise PredictError(f"no input file at {path}")
     if meta["kind"] == "image":
         x = _read_tiles(path, meta)
-        return x.astype(np.float32) if allow_missing else _finite(x, path, meta, sensor_axis=1)
+        return x.astype(np.float32) if allow_missing else _finite(x, path, meta)
     t_in, k, c = meta["t_in"], len(meta["sensor_ids"]), meta["channels"]
     if path.suffix == ".npy":
         x = _load_npy(path)
@@ -207,7 +67,7 @@ def read_input(path: str | os.PathLike, meta: dict, allow_missing: bool = False)
         x = _read_csv(path, meta)
     else:
         raise PredictError(f"{path}: input must be .npy or .csv")
-    return x.astype(np.float32) if allow_missing else _finite(x, path, meta, sensor_axis=2)
+    return x.astype(np.float32) if allow_missing else _finite(x, path, meta)
 
 
 def failed_sensors(x: np.ndarray, meta: dict) -> np.ndarray:
@@ -232,14 +92,15 @@ def _load_npy(path: Path) -> np.ndarray:
     return x
 
 
-def _finite(x: np.ndarray, path: Path, meta: dict, sensor_axis: int) -> np.ndarray:
+def _finite(x: np.ndarray, path: Path, meta: dict) -> np.ndarray:
     x = x.astype(np.float32)
+    axis = sensor_axis(meta)
     if not np.isfinite(x).all():
         at = np.argwhere(~np.isfinite(x))[0]
-        t = at[2] if sensor_axis == 1 else at[1]
+        t = at[2] if axis == 1 else at[1]
         raise PredictError(
             f"{path}: input has NaN or inf (window {at[0]}, step {t}, sensor "
-            f"{meta['sensor_ids'][at[sensor_axis]]!r}); the model needs every active sensor's data"
+            f"{meta['sensor_ids'][at[axis]]!r}); the model needs every active sensor's data"
         )
     return np.ascontiguousarray(x)
 

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from . import distributed, ops
-from .config import FIXED_SET, ScheduleConfig
+from .config import ScheduleConfig
 from .constraints import Constraints, within
 from .schedule import Schedule
 
@@ -59,9 +59,11 @@ class Sparsifier:
         average_ranks: under ``torch.distributed`` (a default process group of several
             ranks), average the gate gradient over the ranks; False for sparsifiers that
             train independently on each rank.
-        order: the fixed-set schemes' order of the sensors (``[N']`` int64, e.g. from
-            ``dynst_fast.selection``): after the kept sensors, movable ones are taken in
-            this order. Default: a permutation seeded by ``seed``.
+        order: the fixed-set schemes' order of the sensors (``[N']`` int64, the scheme's
+            ``Scheme.order``): after the kept sensors, movable ones are taken in this
+            order. Default: a permutation seeded by ``seed``; a scheme whose set comes
+            from the data (``Scheme.needs_order``: qr, greedy, mask) refuses to start
+            without it, rather than train a random set under its name.
         prune_by: ``"theta"`` prunes the lowest ``|theta|`` (Eq. 4); ``"taylor"`` the lowest
             ``|theta| * mean |dL/dg|`` since the last swap, the first-order change of the
             loss when a sensor's gate goes to 0.
@@ -112,11 +114,16 @@ class Sparsifier:
         fixed-set ones the kept ones and then movable ones in ``order`` (default: seeded
         random), up to K* (or, with a budget, each that still fits)."""
         s, c, n = self.schedule, self.constraints, self.schedule.num_sensors
-        if s.scheme not in FIXED_SET:
+        if not s.scheme.fixed_set:
             if order is not None:
-                raise ValueError(f"Sparsifier: the {s.scheme} scheme learns its set; no order")
+                raise ValueError(f"Sparsifier: the {s.scheme.name} scheme learns its set; no order")
             return ~c.forbid
         if order is None:
+            if s.scheme.needs_order:
+                raise ValueError(
+                    f"Sparsifier: the {s.scheme.name} scheme starts from an order chosen from "
+                    "the data: pass order=scheme.order(...) (a run plan's stage does)"
+                )
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         order = torch.as_tensor(order, dtype=torch.int64).cpu().reshape(-1)
         if order.numel() and (int(order.min()) < 0 or int(order.max()) >= n):
@@ -188,7 +195,7 @@ class Sparsifier:
     @property
     def done_pruning(self) -> bool:
         """True once the active set is final (fine-tuning, or a scheme without rounds)."""
-        return self.phase == "finetune" or self.schedule.scheme == "dense"
+        return self.phase == "finetune" or self.schedule.scheme.dense
 
     def active_index(self) -> Tensor:
         """Sorted int64 indices of the active sensors, ``[K]``."""
@@ -427,13 +434,17 @@ class Sparsifier:
         sched = Schedule(**state["schedule"])
         saved = state.get("constraints")
         c = None if saved is None else Constraints.from_dict(saved, sched.num_sensors)
-        sp = cls(sched, device=device, constraints=c, **hp)
+        order = None
+        if sched.scheme.needs_order:  # the saved set replaces the starting one below
+            active = torch.as_tensor(state["active"], dtype=torch.bool).cpu()
+            order = torch.cat([torch.nonzero(active), torch.nonzero(~active)]).reshape(-1)
+        sp = cls(sched, device=device, constraints=c, order=order, **hp)
         sp.load_state_dict(state)
         return sp
 
     def __repr__(self) -> str:
         s = self.schedule
         return (
-            f"Sparsifier(scheme={s.scheme!r}, N={s.num_sensors}, target={s.sparsity}, "
+            f"Sparsifier(scheme={s.scheme.name!r}, N={s.num_sensors}, target={s.sparsity}, "
             f"step={self.step_count}, phase={self.phase!r}, active={self.num_active})"
         )

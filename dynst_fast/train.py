@@ -1,4 +1,4 @@
-"""Training and evaluation of gated backbones.
+"""Training of gated backbones.
 
 ``fit`` runs one scheme end to end with a :class:`~dynst_fast.sparsifier.Sparsifier` over a
 seeded ``DataLoader`` of the training windows, with AdamW and a cosine
@@ -11,11 +11,10 @@ that state bit-identically on CPU.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,15 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from . import distributed
-from .config import ScheduleConfig, TrainConfig
-from .constraints import Constraints
+from .config import TrainConfig
 from .data import WindowDataset, WindowSplits
-from .data.windows import eval_batch_size, eval_loader
-from .metrics import StreamingMetrics
+from .evaluation import validation_mae
 from .models import GatedBackbone
 from .models.base import takes_alive
-from .preflight import check_schedule
-from .sensors import SensorSpace
 from .sparsifier import Sparsifier
 
 
@@ -161,106 +156,13 @@ def cosine_lr(total_steps: int) -> Callable[[int], float]:
 
 
 def _diverged(
-    what: str, epoch: int, batch: int, phase: str, train: TrainConfig, sched: ScheduleConfig
+    what: str, epoch: int, batch: int, phase: str, train: TrainConfig, theta_lr: float
 ) -> TrainingDiverged:
     return TrainingDiverged(
         f"training diverged at epoch {epoch + 1}, batch {batch + 1} ({phase} phase): {what}; "
         f"try a lower --lr (now {train.lr:g}) or --grad-clip (now {train.grad_clip:g})"
-        + (f", or a lower --theta-lr (now {sched.theta_lr:g})" if phase == "mask" else "")
+        + (f", or a lower --theta-lr (now {theta_lr:g})" if phase == "mask" else "")
     )
-
-
-# ---------------------------------------------------------------- inference
-def forecasts(
-    model: nn.Module,
-    data: WindowDataset,
-    gate: Tensor | None = None,
-    space: SensorSpace | None = None,
-    active_index: Tensor | None = None,
-    shard: bool = False,
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(forecasts, targets)`` batch by batch (``eval_loader``), normalised, in
-    eval mode; ``shard``: this rank's batches only (``eval_loader``).
-
-    ``model(x, gate)`` (``model(x)`` when gate is None), or, with ``active_index``, a
-    compacted model given only those sensors' input (``space.gather``).
-    """
-    was = model.training
-    model.eval()
-    rank, world = (distributed.rank(), distributed.world_size()) if shard else (0, 1)
-    try:
-        for x, y in eval_loader(data, rank=rank, world=world):
-            with torch.inference_mode():
-                if active_index is not None:
-                    x = space.gather(x, active_index)
-                pred = model(x) if gate is None else model(x, gate)
-            yield pred, y
-    finally:
-        model.train(was)
-
-
-def predict(
-    model: nn.Module,
-    data: WindowDataset,
-    gate: Tensor | None = None,
-    space: SensorSpace | None = None,
-    active_index: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Every window's ``(forecasts, targets)`` of :func:`forecasts` at once: ``[W, t_out,
-    ...]`` each (for small sets; :func:`evaluate` streams)."""
-    pairs = list(forecasts(model, data, gate, space, active_index))
-    return torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs])
-
-
-def target_range(splits: WindowSplits, data: WindowDataset) -> float:
-    """max - min of ``data``'s target steps in original units (NaN ignored), in chunks."""
-    steps, chunk = data.target_steps(), eval_batch_size(data)
-    lo, hi = math.inf, -math.inf
-    for i in range(0, steps.shape[0], chunk):
-        v = splits.denormalize(steps[i : i + chunk])
-        v = v[~torch.isnan(v)]
-        if v.numel():
-            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
-    if lo > hi:
-        raise ValueError("no valid entries: every target is NaN")
-    return hi - lo
-
-
-def metric_stream(
-    space: SensorSpace, splits: WindowSplits, data: WindowDataset
-) -> StreamingMetrics:
-    """An empty accumulator of ``space``'s whole-field metrics on ``data``."""
-    return space.metric_stream(splits.t_out, lambda: target_range(splits, data))
-
-
-def evaluate(
-    model: nn.Module,
-    splits: WindowSplits,
-    space: SensorSpace | None,
-    split: str = "test",
-    active_index: Tensor | None = None,
-    gate: Tensor | None = None,
-    shard: bool = False,
-    metrics: StreamingMetrics | None = None,
-    kept: Tensor | None = None,
-) -> dict[str, Any]:
-    """The space's whole-field metrics (original units) of ``model`` on ``split``, batch
-    by batch: a compacted model if ``active_index`` is given (it receives only those
-    sensors' input), else dense (``model(x, gate)`` with a gate). ``shard``: every rank
-    scores its share of the batches and the sums are all-reduced. ``metrics``: this
-    accumulator instead of the space's (``space`` is then needed only to gather).
-    ``kept``: sensor indices whose values are also scored apart (``"kept"``) from the
-    others (``"dropped"``); default the compacted model's ``active_index``."""
-    data = getattr(splits, split)
-    acc = metric_stream(space, splits, data) if metrics is None else metrics
-    kept = active_index if kept is None else kept
-    if kept is not None and space is not None:
-        acc.split_by(space.kept_cells(kept, splits.mean.shape))
-    for pred, y in forecasts(model, data, gate, space, active_index, shard=shard):
-        acc.update(splits.denormalize(pred), splits.denormalize(y))
-    if shard:
-        acc.all_reduce()
-    return acc.result()
 
 
 # ---------------------------------------------------------------- training
@@ -278,54 +180,43 @@ def _mean_over_ranks(values: list[float]) -> float:
     return float(distributed.all_reduce_mean(mean))
 
 
-def validation_mae(model: nn.Module, splits: WindowSplits, gate: Tensor | None) -> float:
-    """Whole-field validation MAE (original units), every rank scoring its share."""
-    mae_only = StreamingMetrics(splits.t_out)
-    return evaluate(model, splits, None, "val", gate=gate, shard=True, metrics=mae_only)["mae"]
-
-
 def fit(
     model: GatedBackbone,
     splits: WindowSplits,
     train: TrainConfig,
-    sched: ScheduleConfig,
+    sparsifier: Sparsifier,
     *,
-    scheme: str,
-    sparsity: float,
     seed: int,
     progress: Callable[[dict[str, Any]], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
-    constraints: Constraints | None = None,
-    order: Tensor | None = None,
 ) -> FitResult:
-    """Train ``model`` (a gated backbone) under ``scheme`` to ``sparsity`` (with
-    ``constraints``: keep / forbid, and a budget that replaces the sparsity's count;
-    ``order``: a fixed-set scheme's sensor order, ``dynst_fast.selection``);
-    keeps the best-validation weights among epochs whose active set is final.
-    Deterministic on CPU for a seed.
+    """Train ``model`` (a gated backbone) with ``sparsifier`` (its scheme, schedule,
+    constraints and starting set: a run plan's ``Stage.sparsifier()``); keeps the
+    best-validation weights among epochs whose active set is final. Deterministic on
+    CPU for a seed.
 
     ``on_epoch(state)`` receives, after every epoch, the state that ``resume=state``
-    continues from (weights, optimizer, schedule, sparsifier, RNGs, history).
+    continues from (weights, optimizer, sparsifier, RNGs, history).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     failures = torch.Generator().manual_seed(seed + 1)  # which sensors fail (failure_rate)
     rank, world = distributed.rank(), distributed.world_size()
     loader = train_loader(splits.train, train.batch_size, gen, rank, world)
-    n = model.num_sensors
     steps_per_epoch = len(loader)
-    per_step = dataclasses.replace(train, batch_size=train.batch_size * world)  # global batch
-    schedule = check_schedule(per_step, sched, scheme, sparsity, n, len(splits.train))
-    sp = Sparsifier(
-        schedule,
-        theta_lr=sched.theta_lr,
-        l1=sched.l1,
-        seed=seed,
-        constraints=constraints,
-        order=order,
-        prune_by=sched.prune_by,
-    )
+    sp, schedule = sparsifier, sparsifier.schedule
+    if sp.num_sensors != model.num_sensors:
+        raise ValueError(
+            f"fit: the sparsifier is for {sp.num_sensors} sensors, the model has "
+            f"{model.num_sensors}"
+        )
+    if schedule.uses_rounds and schedule.rounds_end > train.epochs * steps_per_epoch:
+        raise ValueError(
+            f"fit: the {schedule.scheme.name} schedule needs {schedule.rounds_end} steps but "
+            f"training has {train.epochs * steps_per_epoch} (preflight.check_schedule builds "
+            "schedules that fit)"
+        )
     std = torch.as_tensor(splits.std, dtype=torch.float32)
     weight = (std / std.mean())[None, None]
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
@@ -334,12 +225,6 @@ def fit(
     best_state: dict[str, Tensor] | None = None
     start_epoch = 0
     if resume is not None:
-        saved_world = resume.get("world_size", 1)
-        if saved_world != world:
-            raise ValueError(
-                f"the run was trained on {saved_world} process(es) and resumes on {world}: "
-                f"resume it with --nproc {saved_world} (the batches depend on it)"
-            )
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         lr.load_state_dict(resume["lr_scheduler"])
@@ -361,7 +246,7 @@ def fit(
         losses = []
         epoch_start = time.perf_counter()
         for batch, (xb, yb) in enumerate(loader):
-            if sp.done_pruning and schedule.scheme != "dense":
+            if sp.done_pruning and not schedule.scheme.dense:
                 key = tuple(sp.active_index().tolist())
                 if compact_for != key:
                     compact, compact_for = model.compact(sp.active_index(), sp.theta.detach()), key
@@ -386,7 +271,7 @@ def fit(
                     if not math.isfinite(value)
                     else f"rank {distributed.rank()}'s loss is finite, another rank's is not"
                 )
-                raise _diverged(what, epoch, batch, phase, train, sched)
+                raise _diverged(what, epoch, batch, phase, train, sp.theta_lr)
             if sp.trains_network:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
                 opt.step()
@@ -394,7 +279,7 @@ def fit(
                 sp.step()
             except FloatingPointError:
                 raise _diverged(
-                    "the gate gradient is not finite", epoch, batch, phase, train, sched
+                    "the gate gradient is not finite", epoch, batch, phase, train, sp.theta_lr
                 ) from None
             lr.step()
             losses.append(value)
@@ -402,7 +287,7 @@ def fit(
         result.losses.append(_mean_over_ranks(losses))
         val_mae = float("nan")
         if sp.done_pruning:
-            gate = None if schedule.scheme == "dense" else sp.gate().detach()
+            gate = None if schedule.scheme.dense else sp.gate().detach()
             val_mae = validation_mae(model, splits, gate)
             if val_mae < result.best_val_mae:
                 result.best_val_mae, result.best_epoch = val_mae, epoch
@@ -440,7 +325,6 @@ def fit(
                     "losses": list(result.losses),
                     "val_maes": list(result.val_maes),
                     "seconds": result.seconds,
-                    "world_size": world,
                 }
             )
     if best_state is not None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynst_fast import artifacts
+from dynst_fast import artifacts, rundir, stages
 from dynst_fast.cli import main
 
 T = 200  # steps of the small graph data: parts of 160 / 20 / 20 steps
@@ -139,7 +139,7 @@ def test_run_refuses_bad_input_before_training(tmp_path, capsys, monkeypatch, ca
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr("dynst_fast.run.fit", no_training)
+    monkeypatch.setattr("dynst_fast.stages.fit", no_training)
     code, err = cli(capsys, "run", "--data", str(data), *FAST, *flags, "--out", str(out))
     assert_one_line_error(code, err, *names)
     assert nothing_under(tmp_path, data) == []
@@ -154,7 +154,7 @@ def test_run_refuses_a_bad_mask(tmp_path, capsys, monkeypatch, text, names):
     data = graph_dir(tmp_path)
     mask = tmp_path / "mask.txt"
     mask.write_text(text)
-    monkeypatch.setattr("dynst_fast.run.fit", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr("dynst_fast.stages.fit", lambda *a, **k: pytest.fail("training started"))
     extra = ["--sparsity", "0.5"] if "--sparsity 0.5" in names else []
     out = str(tmp_path / "runs" / "o")
     code, err = cli(
@@ -165,7 +165,7 @@ def test_run_refuses_a_bad_mask(tmp_path, capsys, monkeypatch, text, names):
 
 
 def test_out_that_is_a_file_or_a_foreign_directory(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("dynst_fast.run.fit", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr("dynst_fast.stages.fit", lambda *a, **k: pytest.fail("training started"))
     data = graph_dir(tmp_path)
     afile = tmp_path / "afile"
     afile.write_text("mine")
@@ -181,7 +181,7 @@ def test_out_that_is_a_file_or_a_foreign_directory(tmp_path, capsys, monkeypatch
 
 
 def test_out_that_cannot_be_written(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("dynst_fast.run.fit", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr("dynst_fast.stages.fit", lambda *a, **k: pytest.fail("training started"))
     data = graph_dir(tmp_path)
     code, err = cli(capsys, "run", "--data", str(data), *FAST, "--out", "/proc/dynst_run")
     assert_one_line_error(code, err, "--out /proc/dynst_run")
@@ -192,7 +192,7 @@ def test_diverging_training_is_one_line_and_leaves_nothing(tmp_path, capsys):
     out = tmp_path / "o"
     code, err = cli(capsys, "run", "--data", str(data), *FAST, "--lr", "1e30", "--out", str(out))
     assert_one_line_error(code, err, "dense model's training diverged at epoch", "--lr")
-    assert not out.exists() and not artifacts.staging_dir(out).exists()
+    assert not out.exists() and not rundir.staging_dir(out).exists()
 
 
 def test_the_real_command_shows_no_traceback_unless_debug(tmp_path):
@@ -226,7 +226,7 @@ def test_interrupted_rerun_leaves_the_old_run_whole(finished, tmp_path, capsys, 
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real, calls = artifacts.save_progress, []
+    real, calls = stages.save_progress, []
 
     def save_then_interrupt(*args, **kwargs):
         real(*args, **kwargs)
@@ -234,21 +234,21 @@ def test_interrupted_rerun_leaves_the_old_run_whole(finished, tmp_path, capsys, 
         if len(calls) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(artifacts, "save_progress", save_then_interrupt)
+    monkeypatch.setattr(stages, "save_progress", save_then_interrupt)
     data = json.loads((finished / "metrics.json").read_text())["config"]["data"]["path"]
     code, _ = cli(capsys, "run", "--data", data, *FAST, "--seed", "1", "--out", str(out))
     assert code == 130
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert artifacts.load_checkpoint(out)["config"]["seed"] == 0
-    monkeypatch.setattr(artifacts, "save_progress", real)
+    monkeypatch.setattr(stages, "save_progress", real)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
-    assert not artifacts.staging_dir(out).exists()
+    assert not rundir.staging_dir(out).exists()
 
 
 def test_ctrl_c_in_the_first_epoch_can_be_resumed(tmp_path, capsys, monkeypatch):
-    import dynst_fast.run as run_module
+    import dynst_fast.stages as run_module
 
     data = graph_dir(tmp_path)
     out = tmp_path / "o"
@@ -262,12 +262,12 @@ def test_ctrl_c_in_the_first_epoch_can_be_resumed(tmp_path, capsys, monkeypatch)
     assert not out.exists()
     monkeypatch.setattr(run_module, "fit", real)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
-    assert artifacts.is_run_dir(out)
+    assert rundir.is_run_dir(out)
 
 
 def _checkpoint_cases(finished: Path, tmp: Path, marker: Path) -> dict[str, bytes]:
-    good = (finished / artifacts.CHECKPOINT).read_bytes()
-    ck = torch.load(finished / artifacts.CHECKPOINT, weights_only=True)
+    good = (finished / rundir.CHECKPOINT).read_bytes()
+    ck = torch.load(finished / rundir.CHECKPOINT, weights_only=True)
 
     def saved(obj) -> bytes:
         p = tmp / "tmp.pt"
@@ -296,7 +296,7 @@ def test_export_refuses_a_bad_checkpoint(finished, tmp_path, capsys, case):
     marker = tmp_path / "pwned"
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    (run / artifacts.CHECKPOINT).write_bytes(_checkpoint_cases(finished, tmp_path, marker)[case])
+    (run / rundir.CHECKPOINT).write_bytes(_checkpoint_cases(finished, tmp_path, marker)[case])
     out = tmp_path / "m.onnx"
     code, err = cli(capsys, "export", str(run), "--out", str(out))
     assert_one_line_error(code, err, "checkpoint")
@@ -307,7 +307,7 @@ def test_export_refuses_a_bad_checkpoint(finished, tmp_path, capsys, case):
 def test_resume_refuses_a_malicious_progress_file(tmp_path, capsys):
     marker = tmp_path / "pwned"
     out = tmp_path / "o"
-    stage = artifacts.staging_dir(out)
+    stage = rundir.staging_dir(out)
     stage.mkdir()
     torch.save({"format": artifacts.FORMAT, "config": {}, "x": Evil(marker)}, stage / "progress.pt")
     code, err = cli(capsys, "run", "--resume", str(out))
@@ -328,9 +328,9 @@ def test_export_refuses_a_bad_out(finished, tmp_path, capsys, where):
 
 def test_export_of_an_unfinished_run(tmp_path, capsys):
     out = tmp_path / "o"
-    stage = artifacts.staging_dir(out)
+    stage = rundir.staging_dir(out)
     stage.mkdir()
-    (stage / artifacts.PROGRESS).write_bytes(b"x")
+    (stage / rundir.PROGRESS).write_bytes(b"x")
     code, err = cli(capsys, "export", str(out), "--out", str(tmp_path / "m.onnx"))
     assert_one_line_error(code, err, "unfinished run", f"--resume {out}")
 
@@ -400,7 +400,7 @@ def test_predict_refuses_an_edited_sidecar(exported, tmp_path, capsys, case):
 
 
 def test_predict_refuses_a_junk_model_even_with_its_digest(exported, tmp_path, capsys):
-    from dynst_fast.serve import sha256_of
+    from dynst_fast.sidecar import sha256_of
 
     model, meta = _copy_model(exported, tmp_path)
     model.write_bytes(b"junk" * 100)
@@ -541,7 +541,7 @@ def test_a_constant_test_split_is_refused_only_where_metrics_need_a_range(tmp_pa
 
 
 def test_out_that_is_a_symlink_or_a_root(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("dynst_fast.run.fit", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr("dynst_fast.stages.fit", lambda *a, **k: pytest.fail("training started"))
     data = graph_dir(tmp_path)
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
@@ -553,7 +553,7 @@ def test_out_that_is_a_symlink_or_a_root(tmp_path, capsys, monkeypatch):
 
 def test_two_runs_never_write_one_run_directory(tmp_path):
     out = tmp_path / "o"
-    stage = artifacts.staging_dir(out)
+    stage = rundir.staging_dir(out)
     stage.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c",
@@ -566,10 +566,10 @@ def test_two_runs_never_write_one_run_directory(tmp_path):
         assert holder.stdout.readline().strip() == "locked"
         for resume in (False, True):
             with pytest.raises(ValueError, match="another dynst run is writing"):
-                artifacts.begin_run(out, resume=resume)
+                rundir.begin_run(out, resume=resume)
         assert stage.is_dir()  # a fresh run did not delete the other run's state
     finally:
         holder.kill()
         holder.wait()
-    assert artifacts.begin_run(out) == stage  # free again
-    artifacts._unlock(stage)
+    assert rundir.begin_run(out) == stage  # free again
+    rundir._unlock(stage)

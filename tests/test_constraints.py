@@ -253,7 +253,7 @@ def test_run_with_keep_forbid_and_budget(tmp_path):
     )
     saved = Sparsifier.from_state_dict(load_run(out).checkpoint["sparsifier"])
     assert saved.constraints.budget == 40.0 and bool(saved.constraints.keep[[0, 3]].all())
-    rnd = m["others"]["random"]
+    rnd = m["schemes"]["random"]
     assert rnd["num_active"] >= 2
 
 

@@ -15,8 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from dynst_fast.config import DataConfig
-from dynst_fast.data import format_of, from_pyg_temporal, load_dataset, load_graph_dataset
+from dynst_fast.data import (
+    ReadOptions,
+    format_of,
+    from_pyg_temporal,
+    load_dataset,
+    load_graph_dataset,
+)
 from dynst_fast.data.safe_pickle import load_plain_pickle
 from dynst_fast.graph import distance_kernel
 
@@ -213,7 +218,7 @@ def test_pems_gaussian_kernel_adjacency(tmp_path):
         want = w[i] if w[i] >= 0.1 else 0.0  # below the 0.1 threshold: no edge
         assert a[i, i + 1] == pytest.approx(want, rel=1e-6) and a[i + 1, i] == a[i, i + 1]
     assert np.all(np.diag(a) == 1)
-    wide = load_dataset(d, data=DataConfig(distance_sigma=1000.0, distance_threshold=0.0))
+    wide = load_dataset(d, options=ReadOptions(distance_sigma=1000.0, distance_threshold=0.0))
     b = wide.adjacency.to_dense().numpy()
     assert b[4, 5] == pytest.approx(np.exp(-0.25), rel=1e-6)
 
@@ -241,7 +246,7 @@ def test_dynst_run_end_to_end(shared_data, tmp_path, name):
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_sensors"] == (207 if "metr" in name else 20)
-    assert m["dense"]["mae"] > 0 and np.isfinite(m["dynst"]["mae"])
+    assert m["dense"]["mae"] > 0 and np.isfinite(m["schemes"]["dynst"]["mae"])
 
 
 # ------------------------------------------------------------------ PyG Temporal signals

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dynst_fast import distributed
-from dynst_fast.config import ScheduleConfig, TrainConfig
+from dynst_fast import distributed, rundir
+from dynst_fast.config import RunConfig, ScheduleConfig, TrainConfig
 
 WORKERS = Path(__file__).parent / "workers"
 sys.path.insert(0, str(WORKERS))
@@ -68,17 +68,17 @@ def test_bad_timeout_is_one_clear_error(monkeypatch):
         distributed.timeout()
 
 
-def test_resuming_on_another_number_of_processes_is_refused():
-    from dynst_fast.train import fit
+def test_resuming_on_another_number_of_processes_is_refused(tmp_path):
+    """The training state records the number of processes; resuming it on another
+    number is refused (checked once, where progress.pt is read)."""
+    from dynst_fast.records import ProgressRecord
+    from dynst_fast.stages import load_progress, save_progress
 
-    splits, model = dist_worker.data_and_model()
-    train, sched = TrainConfig(epochs=2, batch_size=8), ScheduleConfig(rounds=2)
-    states = []
-    fit(model, splits, train, sched, scheme="dynst", sparsity=0.5, seed=0,
-        on_epoch=states.append)  # fmt: skip
-    state = {**states[0], "world_size": 2}
+    cfg = RunConfig(out=str(tmp_path / "run"))
+    rundir.staging_dir(cfg.out).mkdir(parents=True)
+    save_progress(cfg.out, ProgressRecord(cfg.to_dict(), world_size=2))
     with pytest.raises(ValueError, match="trained on 2 process.*resume it with --nproc 2"):
-        fit(model, splits, train, sched, scheme="dynst", sparsity=0.5, seed=0, resume=state)
+        load_progress(cfg.out)
 
 
 # ---------------------------------------------------------------- 2 gloo processes
@@ -117,8 +117,9 @@ def test_two_ranks_with_batch_b_train_like_one_with_batch_2b(two_rank_job):
     from dynst_fast.train import fit
 
     torch.set_num_threads(1)
-    one = fit(model, splits, TrainConfig(epochs=1, batch_size=8, lr=3e-3),
-              ScheduleConfig(rounds=2), scheme="dynst", sparsity=0.5, seed=0)  # fmt: skip
+    train = TrainConfig(epochs=1, batch_size=8, lr=3e-3)
+    stage = dist_worker.dynst_stage(splits, train, ScheduleConfig(rounds=2))
+    one = fit(model, splits, train, stage.sparsifier(), seed=0)
     assert torch.equal(one.sparsifier.active, two["active"])
     torch.testing.assert_close(one.sparsifier.theta.detach(), two["theta"], atol=1e-5, rtol=1e-4)
     for name, p in model.state_dict().items():

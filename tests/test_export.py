@@ -24,7 +24,9 @@ from dynst_fast.export import forms
 from dynst_fast.export import onnx as ex_onnx
 from dynst_fast.run import run
 from dynst_fast.sensors import frames_to_tiles
-from dynst_fast.serve import PredictError, load_sidecar, read_input, sha256_of
+from dynst_fast.serve import PredictError, read_input
+from dynst_fast.sidecar import load as load_sidecar
+from dynst_fast.sidecar import sha256_of
 
 GRAPH_MODELS = ("stgcn", "masked-stgcn")
 # (model, sparsity) of every run the tests export: each backbone with few sensors left,
@@ -244,7 +246,7 @@ def test_predict_matches_pytorch_without_importing_torch(runs, exported, tmp_pat
     got = np.load(tmp_path / "out.npy")
 
     bundle = load_run(runs[("stgcn", 0.7)])
-    module, _ = deployable(bundle)
+    module = deployable(bundle).module
     with torch.no_grad():
         want = module(torch.from_numpy(x)).numpy()
     assert got.shape == (5, 3, 80, 1)

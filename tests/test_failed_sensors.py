@@ -130,7 +130,7 @@ def test_onnx_alive_matches_pytorch(exported):
     meta = json.loads(Path(f"{model}.json").read_text())
     k = len(meta["sensor_ids"])
     assert meta["alive"] == {"name": "alive", "shape": [k], "dtype": "float32"}
-    module, _ = deployable(load_run(run_dir))
+    module = deployable(load_run(run_dir)).module
     rng = np.random.default_rng(0)
     x = (40 + 20 * rng.random((4, meta["t_in"], k, 1))).astype(np.float32)
     alive = (rng.random(k) >= 0.3).astype(np.float32)
@@ -157,7 +157,7 @@ def test_predict_drops_a_sensor_with_nan(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"sensor(s) {ids[2]!r}" in err and "window(s) [1]" in err
     got = np.load(tmp_path / "y.npy")
-    module, _ = deployable(load_run(run_dir))
+    module = deployable(load_run(run_dir)).module
     dead = torch.ones(k)
     dead[2] = 0.0
     filled = torch.from_numpy(np.nan_to_num(x))

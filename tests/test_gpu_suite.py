@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE = ROOT / "bench" / "gpu_suite.py"
+SUITE = ["-m", "bench.gpu.suite"]
 
 
 def _run(out: Path, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
     p = subprocess.run(
-        [sys.executable, str(SUITE), "--device", "cpu", "--quick", "--out", str(out), *flags],
+        [sys.executable, *SUITE, "--device", "cpu", "--quick", "--out", str(out), *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -69,7 +69,8 @@ def test_time_limit_leaves_a_valid_partial_result(tmp_path):
 def test_bad_flags_exit_2(tmp_path):
     for flags in (["--time-limit", "0"], ["--only", "nothing"]):
         p = subprocess.run(
-            [sys.executable, str(SUITE), "--out", str(tmp_path), *flags],
+            [sys.executable, *SUITE, "--out", str(tmp_path), *flags],
+            cwd=ROOT,
             capture_output=True,
             text=True,
         )

@@ -15,7 +15,7 @@ from dynst_fast.artifacts import write_atomic, write_json
 from dynst_fast.cli import main
 from dynst_fast.config import RunConfig
 from dynst_fast.data import load_dataset
-from dynst_fast.run import resolve
+from dynst_fast.plan import resolve_config
 
 
 def _graph_dir(tmp_path, header: str = "s0,s1,s2", encoding: str = "utf-8"):
@@ -62,7 +62,7 @@ def test_data_names_do_not_choose_the_output_path(tmp_path):
     d = _graph_dir(tmp_path)
     (d / "meta.json").write_text(json.dumps({"name": "../../etc"}))
     ds = load_dataset(d)
-    cfg = resolve(RunConfig.from_flags(data=str(d)), ds, ds.sensor_space())
+    cfg = resolve_config(RunConfig.from_flags(data=str(d)), ds, ds.sensor_space())
     assert cfg.out.startswith("runs/etc_stgcn_") and ".." not in cfg.out
 
 
@@ -107,7 +107,7 @@ def test_reproduce_command_keeps_every_setting_and_quotes_paths():
     import argparse
     import shlex
 
-    from dynst_fast.config import add_arguments, apply_arguments, command_line
+    from dynst_fast.flags import add_arguments, apply_arguments, command_line
 
     cfg = RunConfig.from_flags(
         sparsity=0.0, data="my data/v.csv", out="runs/a b", also=["random"], option={"k": "2"}

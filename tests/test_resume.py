@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dynst_fast import artifacts
+from dynst_fast import artifacts, rundir, stages
 from dynst_fast.cli import main
 
 ARGV = ["run", "--epochs", "2", "--rounds", "3", "--horizon", "3", "--hidden", "8",
@@ -42,8 +42,8 @@ def _same_run(a: Path, b: Path) -> None:
             assert torch.equal(u, v), (key, name)
     assert torch.equal(ca["sparsifier"]["theta"], cb["sparsifier"]["theta"])
     assert ca["sparsifier"]["history"] == cb["sparsifier"]["history"]
-    assert not (b / artifacts.PROGRESS).exists()
-    assert not artifacts.staging_dir(b).exists()
+    assert not (b / rundir.PROGRESS).exists()
+    assert not rundir.staging_dir(b).exists()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_sigkill_in_the_middle_of_training_then_resume(reference_run, tmp_path) 
         deadline = time.monotonic() + 600
         seen = None
         while time.monotonic() < deadline and proc.poll() is None:
-            seen = _stage_epoch(artifacts.staging_dir(out) / artifacts.PROGRESS)
+            seen = _stage_epoch(rundir.staging_dir(out) / rundir.PROGRESS)
             if seen is not None and seen[0] == "dynst":  # dense done, one sparse epoch in
                 break
             time.sleep(0.05)
@@ -92,9 +92,9 @@ def test_sigkill_in_the_middle_of_training_then_resume(reference_run, tmp_path) 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    stage = artifacts.staging_dir(out)
+    stage = rundir.staging_dir(out)
     assert not out.exists(), "the run directory appears only when the run is finished"
-    assert (stage / artifacts.PROGRESS).exists() and not (stage / "metrics.json").exists()
+    assert (stage / rundir.PROGRESS).exists() and not (stage / "metrics.json").exists()
     with pytest.raises(FileNotFoundError, match="unfinished run.*--resume"):
         artifacts.load_checkpoint(out)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
@@ -106,7 +106,7 @@ def test_ctrl_c_then_resume(reference_run, tmp_path, monkeypatch, capsys) -> Non
     """Ctrl-C right after the third epoch's checkpoint (the dynst training's first; the
     dense training's two come first): exit code 130, and the resumed run matches."""
     out = tmp_path / "interrupted"
-    real, calls = artifacts.save_progress, []
+    real, calls = stages.save_progress, []
 
     def save_then_interrupt(*args, **kwargs):
         real(*args, **kwargs)
@@ -114,11 +114,11 @@ def test_ctrl_c_then_resume(reference_run, tmp_path, monkeypatch, capsys) -> Non
         if len(calls) == 4:  # the first save is the empty state before training
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(artifacts, "save_progress", save_then_interrupt)
+    monkeypatch.setattr(stages, "save_progress", save_then_interrupt)
     assert main([*ARGV, "--out", str(out)]) == 130
     assert f"dynst run --resume {out}" in capsys.readouterr().err
     assert not out.exists()
-    monkeypatch.setattr(artifacts, "save_progress", real)
+    monkeypatch.setattr(stages, "save_progress", real)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     _same_run(reference_run, out)
     assert main(["run", "--resume", str(out)]) == 2  # finished: nothing to resume

@@ -31,9 +31,9 @@ def test_planted_recovery_beats_random(planted_run: dict) -> None:
     ds = synthetic_sensor_network()
     assert m["sparsity"] == pytest.approx(ds.planted_sparsity)
     assert m["planted_recall"] >= 0.8
-    rnd = m["others"]["random"]
-    assert m["dynst"]["planted_recall"] >= rnd["planted_recall"] + 0.4
-    assert m["dynst"]["mae"] < 0.9 * rnd["mae"]
+    rnd = m["schemes"]["random"]
+    assert m["schemes"]["dynst"]["planted_recall"] >= rnd["planted_recall"] + 0.4
+    assert m["schemes"]["dynst"]["mae"] < 0.9 * rnd["mae"]
 
 
 @pytest.mark.slow
@@ -44,10 +44,10 @@ def test_run_directory_artifacts(planted_run: dict) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("dataset", "model", "num_sensors", "sparsity", "active_sensors", "speedup"):
         assert key in metrics
-    for part in ("dense", "dynst"):
-        assert {"mae", "rmse", "infer_ms"} <= set(metrics[part])
+    for part in (metrics["dense"], metrics["schemes"]["dynst"]):
+        assert {"mae", "rmse", "infer_ms"} <= set(part)
     assert metrics["speedup"] == pytest.approx(
-        metrics["dense"]["infer_ms"] / metrics["dynst"]["infer_ms"]
+        metrics["dense"]["infer_ms"] / metrics["schemes"]["dynst"]["infer_ms"]
     )
     mask = json.loads((out / "mask.json").read_text())
     assert len(mask["sensor_ids"]) == len(mask["theta"]) == len(mask["active"]) == 80

@@ -59,11 +59,11 @@ def test_grid_run_directory(vit_run: dict) -> None:
     for name in ("metrics.json", "mask.json", "checkpoint.pt", "sensors.png", "report.md"):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
-    for part in ("dense", "dynst"):
-        assert {"mae", "rmse", "ssim", "psnr", "infer_ms"} <= set(metrics[part])
-    assert metrics["dynst"]["gives_speedup"] is True
+    for part in (metrics["dense"], metrics["schemes"]["dynst"]):
+        assert {"mae", "rmse", "ssim", "psnr", "infer_ms"} <= set(part)
+    assert metrics["schemes"]["dynst"]["gives_speedup"] is True
     assert metrics["speedup"] == pytest.approx(
-        metrics["dense"]["infer_ms"] / metrics["dynst"]["infer_ms"]
+        metrics["dense"]["infer_ms"] / metrics["schemes"]["dynst"]["infer_ms"]
     )
     assert {"ssim", "psnr"} <= set(metrics["baselines"]["linear_ar"])
     mask = json.loads((out / "mask.json").read_text())
@@ -130,8 +130,11 @@ def test_simvp_run_claims_no_speedup(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["sparsity"] == 0.5
     assert metrics["model"] == "simvp" and metrics["num_sensors"] == 12
-    assert metrics["speedup"] is None and metrics["dynst"]["speedup"] is None
-    assert metrics["dynst"]["gives_speedup"] is False and "measured_ratio" in metrics["dynst"]
+    assert metrics["speedup"] is None and metrics["schemes"]["dynst"]["speedup"] is None
+    assert (
+        metrics["schemes"]["dynst"]["gives_speedup"] is False
+        and "measured_ratio" in metrics["schemes"]["dynst"]
+    )
     assert "no speedup" in (out / "report.md").read_text()
     assert (out / "sensors.png").stat().st_size > 0
     assert load_grid_dataset(tmp_path / "field.npy").values.shape == (160, 1, 9, 10)

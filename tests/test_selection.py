@@ -162,10 +162,10 @@ def test_mask_round_trips_a_mask_json(tmp_path) -> None:
     b = json.loads((tmp_path / "second" / "mask.json").read_text())
     assert b["scheme"] == "mask" and b["active"] == a["active"]
     assert second["active_sensors"] == first["active_sensors"]
-    assert second["others"]["qr"]["num_active"] == second["num_active"]
+    assert second["schemes"]["qr"]["num_active"] == second["num_active"]
     assert (
-        second["dynst"]["kept"]["count"] + second["dynst"]["dropped"]["count"]
-        == (second["dynst"]["count"])
+        second["schemes"]["mask"]["kept"]["count"] + second["schemes"]["mask"]["dropped"]["count"]
+        == (second["schemes"]["mask"]["count"])
     )
     ids = tmp_path / "ids.txt"
     ids.write_text("# two sensors\n" + ",".join(first["active_sensors"][:2]) + "\n")

@@ -87,7 +87,7 @@ def test_layout_fields_sidecars_and_planted_sparsity() -> None:
     assert g.metrics_fields() == {} and g.notes({}) == []
     assert p.metrics_fields()["grid"] == {"height": 5, "width": 7, "patch": 2, "rows": 3,
                                           "cols": 4, "pad_bottom": 1, "pad_right": 1}  # fmt: skip
-    assert "padded with 1 row(s)" in p.notes({"dense": {"data_range": 2.0}})[0]
+    assert "padded with 1 row(s)" in p.notes({"data_range": 2.0})[0]
     idx = torch.tensor([1, 4])
     assert g.sidecar(idx, 12, 3, 1)["input"]["shape"] == ["batch", 12, 2, 1]
     side = p.sidecar(idx, 4, 2, 1)

@@ -78,7 +78,7 @@ def test_recipe_backbone_runs_under_dynst_run_and_exports(recipe, tmp_path) -> N
             "--time-repeats", "3", "--quiet", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["model"] == "tiny-gnn" and metrics["dynst"]["gives_speedup"] is True
+    assert metrics["model"] == "tiny-gnn" and metrics["schemes"]["dynst"]["gives_speedup"] is True
     assert metrics["config"]["model"]["options"] == {"hidden": 8}
     assert main(["export", str(out), "--out", str(tmp_path / "tiny.onnx")]) == 0
     meta = json.loads((tmp_path / "tiny.onnx.json").read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .formats import FORMATS, DataFormat, Dataset, format_of, load_dataset, register_format
 from .graph_formats import GraphDataset, load_graph_dataset, shared_data_dir
 from .grid import GridDataset, is_grid_data, load_grid_dataset, synthetic_grid
+from .options import ReadOptions
 from .pyg_temporal import from_pyg_temporal
 from .synthetic import synthetic_sensor_network
 from .windows import WindowDataset, WindowSplits, make_windows, split_bounds
@@ -16,6 +17,7 @@ __all__ = [
     "FORMATS",
     "GraphDataset",
     "GridDataset",
+    "ReadOptions",
     "WindowDataset",
     "WindowSplits",
     "format_of",

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig
 from ..graph import CSRGraph
 from .graph_formats import ADJ_FILES, GraphDataset, check_weights, read_adjacency, read_locations
+from .options import ReadOptions
 from .safe_pickle import load_plain_pickle
 
 LAYOUT = (
@@ -183,7 +183,7 @@ def _read_adj_mx(path: Path, ids: list[str]) -> tuple[CSRGraph, list[str]]:
     return CSRGraph.from_dense(adj.astype(np.float32)), order
 
 
-def load_dcrnn_dataset(path: Path, data: DataConfig | None = None) -> GraphDataset:
+def load_dcrnn_dataset(path: Path, options: ReadOptions | None = None) -> GraphDataset:
     """The data set of the DCRNN layout at ``path`` (``data`` is not used)."""
     d = path if path.is_dir() else path.parent
     h5 = path if path.is_file() else next(d.glob("*.h5"))

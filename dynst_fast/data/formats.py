@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DataConfig, RunConfig
 from . import dcrnn, pems, pyg_temporal
 from .graph_formats import GraphDataset, load_graph_dataset
 from .grid import GridDataset, is_grid_data, load_grid_dataset, synthetic_grid
+from .options import ReadOptions
 from .synthetic import synthetic_sensor_network
 
 Dataset = GraphDataset | GridDataset
@@ -27,13 +27,14 @@ Dataset = GraphDataset | GridDataset
 @dataclass(frozen=True)
 class DataFormat:
     """One file layout: ``matches(path)`` says whether ``path`` is in it, ``load(path,
-    data)`` reads it (``data``: the run's data settings, e.g. the distance kernel), raising
-    one ``ValueError`` / ``FileNotFoundError`` that names the problem."""
+    options)`` reads it (``options``: the :class:`ReadOptions` some readers take, e.g. the
+    distance kernel), raising one ``ValueError`` / ``FileNotFoundError`` that names the
+    problem."""
 
     name: str
     layout: str
     matches: Callable[[Path], bool]
-    load: Callable[[Path, DataConfig], Dataset]
+    load: Callable[[Path, ReadOptions], Dataset]
 
 
 GRID = DataFormat(
@@ -41,7 +42,7 @@ GRID = DataFormat(
     "a .npy array [T, H, W] or [T, C, H, W] (the file, or a directory holding exactly one, "
     "with an optional meta.json)",
     is_grid_data,
-    lambda path, data: load_grid_dataset(path),
+    lambda path, options: load_grid_dataset(path),
 )
 DCRNN = DataFormat("metr-la (DCRNN)", dcrnn.LAYOUT, dcrnn.is_dcrnn_data, dcrnn.load_dcrnn_dataset)
 PYG_TEMPORAL = DataFormat(
@@ -56,7 +57,7 @@ GRAPH = DataFormat(
     "a directory (or its values file) with values speed.csv / values.csv / values.npy / "
     "values.npz and an adjacency adj.csv / adj.npy / adj.npz / edges.csv",
     lambda path: True,
-    lambda path, data: load_graph_dataset(path),
+    lambda path, options: load_graph_dataset(path),
 )
 FORMATS: list[DataFormat] = [GRID, DCRNN, PYG_TEMPORAL, PEMS]  # tried in order; then GRAPH
 
@@ -107,14 +108,14 @@ def load_dataset(
     path: str | os.PathLike | None,
     *,
     kind: str = "graph",
-    seed: int = RunConfig.seed,
-    patch: int = DataConfig.patch,
-    data: DataConfig | None = None,
+    seed: int = 0,
+    patch: int = 4,
+    options: ReadOptions | None = None,
 ) -> Dataset:
     """The data set at ``path``; with ``path`` None, the synthetic planted one of ``kind``
     (``"graph"``: 80 sensors; ``"grid"``: a 22 x 22 field, planted at patch size ``patch``),
-    generated from ``seed``. ``data`` carries the settings some readers take (the
-    distance kernel of distance lists)."""
+    generated from ``seed``. ``options``: the settings some readers take (the distance
+    kernel of distance lists)."""
     if path is None:
         return SYNTHETIC[kind](seed, patch)
     p = Path(path)
@@ -122,4 +123,4 @@ def load_dataset(
         return synthetic_from_spec(str(path), kind, seed)
     if not p.exists():
         raise FileNotFoundError(f"data set path {str(p)!r} does not exist")
-    return format_of(p).load(p, data or DataConfig())
+    return format_of(p).load(p, options or ReadOptions())

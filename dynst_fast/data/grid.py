@@ -22,7 +22,7 @@ from ..morph import PatchGrid
 from ..sensors import PatchSensors
 from .arrays import load_npy
 from .graph_formats import ADJ_FILES, VALUE_FILES
-from .synthetic import _drivers, _farthest_points
+from .synthetic import farthest_points, planted_drivers
 
 
 @dataclass
@@ -226,11 +226,11 @@ def synthetic_grid(
     full = np.asarray(full)
     centres = np.stack([(full // grid.cols + 0.5) * patch, (full % grid.cols + 0.5) * patch], 1)
     dist_c = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(-1))
-    sources = full[_farthest_points(dist_c, num_sources, rng)]
+    sources = full[farthest_points(dist_c, num_sources, rng)]
     src_xy = np.stack(
         [(sources // grid.cols + 0.5) * patch, (sources % grid.cols + 0.5) * patch], 1
     )
-    z = _drivers(num_steps, num_sources, steps_per_day, rng)
+    z = planted_drivers(num_steps, num_sources, steps_per_day, rng)
 
     yy, xx = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
     pix = np.stack([yy.ravel(), xx.ravel()], 1)  # [H*W, 2]

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig
 from ..graph import distance_kernel
 from .graph_formats import GraphDataset, check_unique_ids, check_weights
+from .options import ReadOptions
 
 LAYOUT = (
     "a directory (or its .npz) with <name>.npz holding data [T, N, C] and a distance list "
@@ -91,8 +91,8 @@ def _read_distances(path: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(ei, dtype=np.int64).reshape(-1, 2).T, dist_a
 
 
-def load_pems_dataset(path: Path, data: DataConfig | None = None) -> GraphDataset:
-    data = data or DataConfig()
+def load_pems_dataset(path: Path, options: ReadOptions | None = None) -> GraphDataset:
+    options = options or ReadOptions()
     npz = _npz_of(path)
     if npz is None:
         raise ValueError(f"{path}: no .npz with a data array; expected {LAYOUT}")
@@ -124,7 +124,7 @@ def load_pems_dataset(path: Path, data: DataConfig | None = None) -> GraphDatase
     return GraphDataset(
         name=npz.stem,
         values=np.ascontiguousarray(vals),
-        adjacency=distance_kernel(ei, dist, n, data.distance_sigma, data.distance_threshold),
+        adjacency=distance_kernel(ei, dist, n, options.distance_sigma, options.distance_threshold),
         sensor_ids=ids,
         coords=None,
         units="",

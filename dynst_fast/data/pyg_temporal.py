@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import DataConfig
 from ..graph import CSRGraph, distance_kernel
 from .graph_formats import GraphDataset, check_weights
+from .options import ReadOptions
 
 LAYOUT = (
     "a PyTorch Geometric Temporal JSON file: {edges, node_ids, FX} (chickenpox layout) or "
@@ -100,8 +100,8 @@ def _node_link_layout(
     return vals, ids, graph, coords
 
 
-def load_pyg_temporal_json(path: Path, data: DataConfig | None = None) -> GraphDataset:
-    data = data or DataConfig()
+def load_pyg_temporal_json(path: Path, options: ReadOptions | None = None) -> GraphDataset:
+    options = options or ReadOptions()
     try:
         doc: Any = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -113,7 +113,7 @@ def load_pyg_temporal_json(path: Path, data: DataConfig | None = None) -> GraphD
         vals, ids, ei, _ = _index_layout(doc, path)
         graph = CSRGraph.from_edge_index(torch.from_numpy(ei), len(ids))
     elif {"nodes", "links"} <= doc.keys():
-        vals, ids, graph, coords = _node_link_layout(doc, path, data.distance_sigma)
+        vals, ids, graph, coords = _node_link_layout(doc, path, options.distance_sigma)
         geographic = False  # montevideo_bus: projected metres (x = lon, y = lat)
     else:
         raise _fail(path, f"it has the keys {sorted(doc)}")

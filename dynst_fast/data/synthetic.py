@@ -52,7 +52,7 @@ def _pair_dist(xy: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(((xy[a] - xy[b]) ** 2).sum(-1))
 
 
-def _farthest_points(xy: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def farthest_points(xy: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Indices of k points spread out by farthest-point sampling (first one random);
     O(N k) time, O(N) memory."""
     x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
@@ -84,7 +84,7 @@ def _ar2(e: np.ndarray, a1: float, a2: float) -> np.ndarray:
     return z
 
 
-def _drivers(num_steps: int, k: int, spd: int, rng: np.random.Generator) -> np.ndarray:
+def planted_drivers(num_steps: int, k: int, spd: int, rng: np.random.Generator) -> np.ndarray:
     """``[num_steps, k]`` latent drivers: AR(2) quasi-oscillation + a small daily cycle."""
     a1, a2 = 2 * _RADIUS * np.cos(2 * np.pi / _PERIOD), -(_RADIUS**2)
     burn = 300
@@ -123,8 +123,8 @@ def synthetic_sensor_network(
         raise ValueError("max_delay, knn and steps_per_day must be >= 1 and noise >= 0")
     rng = np.random.default_rng(seed)
     xy = rng.random((n, 2))
-    planted = _farthest_points(xy, k, rng)
-    z = _drivers(t, k, steps_per_day, rng)
+    planted = farthest_points(xy, k, rng)
+    z = planted_drivers(t, k, steps_per_day, rng)
 
     # kNN graph (symmetrised below) and its kernel width
     kk = min(knn, n - 1)

@@ -30,7 +30,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from ..config import DataConfig
 from .arrays import CHUNK_STEPS
 from .formats import Dataset as AnyDataset
 
@@ -200,8 +199,8 @@ def _train_stats(train: np.ndarray, ds: AnyDataset) -> tuple[np.ndarray, np.ndar
 
 def make_windows(
     ds: AnyDataset,
-    t_in: int = DataConfig.t_in,
-    t_out: int = DataConfig.horizon,
+    t_in: int,
+    t_out: int,
     split: Sequence[float] = (0.8, 0.1, 0.1),
 ) -> WindowSplits:
     """Split ``ds.values`` chronologically into train/val/test parts, normalise with the

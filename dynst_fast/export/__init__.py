@@ -1,9 +1,8 @@
 """``dynst export``: a run's deployable model (``dynst_fast.deploy``) written for a target.
 
 Targets live here, one module each, with ``SUFFIX`` (the file ending that selects it)
-and ``export(module, inputs, out, sidecar) -> sidecar``: ``onnx`` is the first. The
-sidecar ``<out>.json`` records what the model takes and returns (``sensor_ids`` in input
-order, ``all_sensor_ids`` in output order, shapes, ``t_in``, ``t_out``, ``units``...), so
+and ``export(deployable, inputs, out) -> sidecar``: ``onnx`` is the first. The sidecar
+``<out>.json`` (``dynst_fast.sidecar``) records what the model takes and returns, so
 that ``dynst predict`` can check an input without the training code.
 """
 
@@ -13,14 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..artifacts import check_output_file, load_run
+from ..artifacts import RunBundle, load_run
 from ..deploy import NoCompleteWindow, deployable, example_inputs
+from ..rundir import check_output_file
 from . import onnx
 from .onnx import ExportError
 
 TARGETS = {"onnx": onnx}
-SIDECAR_FORMAT = 1
 
 
 def target_for(out: Path):
@@ -32,47 +30,32 @@ def target_for(out: Path):
     raise ValueError(f"--out must name a file ending in {endings}, got {out}")
 
 
+def export_bundle(bundle: RunBundle, out: str | os.PathLike, dense: bool = False) -> dict[str, Any]:
+    """Export the compacted (or ``dense``) model of a loaded run to ``out`` and write
+    ``out.json``; returns the sidecar. Raises ``ExportError`` (nothing written) if the
+    target's verification fails."""
+    out = Path(out)
+    target = target_for(out)
+    check_output_file(out)
+    model = deployable(bundle, dense)
+    try:
+        inputs = example_inputs(bundle, model.index)
+    except NoCompleteWindow as exc:
+        raise ExportError(str(exc)) from None
+    return target.export(model, inputs, out)
+
+
 def export_run(
     run_dir: str | os.PathLike,
     out: str | os.PathLike,
     dense: bool = False,
     data: str | None = None,
 ) -> dict[str, Any]:
-    """Export a run's compacted (or ``dense``) model to ``out`` and write ``out.json``.
-
-    Returns the sidecar dict. Raises ``ExportError`` (nothing written) if the target's
-    verification fails.
-    """
-    out = Path(out)
-    target = target_for(out)
+    """Export a run directory's compacted (or ``dense``) model (:func:`export_bundle`);
+    ``data``: the run's data, if it has moved since the run."""
+    target_for(Path(out))
     check_output_file(out)
-    bundle = load_run(run_dir, data)
-    module, index = deployable(bundle, dense)
-    try:
-        inputs = example_inputs(bundle, index)
-    except NoCompleteWindow as exc:
-        raise ExportError(str(exc)) from None
-    ck, space = bundle.checkpoint, bundle.space
-    n = space.num_sensors
-    c, t_in, t_out = int(ck["num_channels"]), int(ck["t_in"]), int(ck["t_out"])
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        "model": ck["model"]["name"],
-        "dense": dense,
-        "dataset": ck.get("dataset"),
-        "sensor_ids": [space.ids[i] for i in index.tolist()],
-        "input_index": index.tolist(),
-        "num_sensors": n,
-        "all_sensor_ids": list(space.ids),
-        "channels": c,
-        "t_in": t_in,
-        "t_out": t_out,
-        "units": ck.get("units", ""),
-        "dtype": "float32",
-        "version": __version__,
-        **space.sidecar(index, t_in, t_out, c),
-    }
-    return target.export(module, inputs, out, sidecar)
+    return export_bundle(load_run(run_dir, data), out, dense)
 
 
-__all__ = ["ExportError", "TARGETS", "export_run", "target_for"]
+__all__ = ["ExportError", "TARGETS", "export_bundle", "export_run", "target_for"]

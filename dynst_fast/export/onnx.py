@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..artifacts import write_json
-from ..serve import sha256_of
+from ..deploy import Deployable
+from ..files import write_json
+from ..sidecar import sha256_of
 from .forms import standard_forms
 
 SUFFIX = ".onnx"
@@ -34,15 +35,14 @@ class ExportError(RuntimeError, ValueError):
     too, so that the CLI reports it as one line like any other bad input."""
 
 
-def to_onnx(
-    module: nn.Module, example: Tensor, path: Path, opset: int = OPSET, alive: bool = False
-) -> None:
-    """``module``'s export form traced on ``example`` and written by ``torch.onnx.export``
-    (dynamo), batch dynamic; with ``alive``, a second input ``alive [K]`` (float32, 1 =
-    reporting, 0 = failed) that ``module(x, alive)`` takes."""
+def to_onnx(model: Deployable, example: Tensor, path: Path, opset: int = OPSET) -> None:
+    """The model's export form traced on ``example`` and written by ``torch.onnx.export``
+    (dynamo), batch dynamic; a model that ``takes_alive`` gets a second input ``alive
+    [K]`` (float32, 1 = reporting, 0 = failed)."""
+    module, alive = model.module, model.takes_alive
     if example.shape[0] < 2:
         example = example.expand(2, *example.shape[1:]).contiguous()
-    more = (torch.ones(example.shape[_sensor_axis(module)]),) if alive else ()
+    more = (torch.ones(example.shape[model.sensor_axis]),) if alive else ()
     gm = standard_forms(module, example, *more)
     batch = torch.export.Dim("batch", min=2)
     with torch.no_grad():
@@ -74,12 +74,6 @@ def _default_all_alive(path: Path, k: int) -> None:
     onnx.save(model, str(path))
 
 
-def _sensor_axis(module: nn.Module) -> int:
-    """The axis of the K input sensors in the deployable model's input: 2 for graphs
-    ``[B, T, K, C]``, 1 for image tiles ``[B, K, T, C, p, p]``."""
-    return 1 if hasattr(module, "grid") else 2
-
-
 def non_default_domains(path: Path) -> list[str]:
     """``domain::op`` of every node outside the default ONNX domain (empty when clean)."""
     import onnx
@@ -93,17 +87,17 @@ def non_default_domains(path: Path) -> list[str]:
     return sorted(bad)
 
 
-def verify(
-    module: nn.Module, path: Path, inputs: Tensor, batch: int = 16, alive: bool = False
-) -> dict[str, float]:
-    """Run PyTorch and onnxruntime on ``inputs`` (in batches; with ``alive``, each batch
-    also with ``alive`` fed as all ones and with a seeded quarter of the sensors failed);
-    raise ``ExportError`` if ``max |onnx - torch| / max |torch|`` exceeds the tolerance."""
+def verify(model: Deployable, path: Path, inputs: Tensor, batch: int = 16) -> dict[str, float]:
+    """Run PyTorch and onnxruntime on ``inputs`` (in batches; for a model that takes
+    ``alive``, each batch also with ``alive`` fed as all ones and with a seeded quarter of
+    the sensors failed); raise ``ExportError`` if ``max |onnx - torch| / max |torch|``
+    exceeds the tolerance."""
     import onnxruntime as ort
 
+    module, alive = model.module, model.takes_alive
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     err, scale = 0.0, 0.0
-    k = inputs.shape[_sensor_axis(module)]
+    k = inputs.shape[model.sensor_axis]
     gen = torch.Generator().manual_seed(0)
     starts = range(0, inputs.shape[0], batch)
     cases = [(s, None) for s in starts]  # alive not fed: every sensor reporting
@@ -133,27 +127,25 @@ def verify(
     return {"max_rel_error": rel, "max_abs_error": err, "windows": int(inputs.shape[0])}
 
 
-def export(
-    module: nn.Module, inputs: Tensor, out: Path, sidecar: dict[str, Any], opset: int = OPSET
-) -> dict[str, Any]:
-    """Write ``module`` to ``out`` (verified on ``inputs``) and ``out.json``: ``sidecar``
+def export(model: Deployable, inputs: Tensor, out: Path, opset: int = OPSET) -> dict[str, Any]:
+    """Write ``model`` to ``out`` (verified on ``inputs``) and ``out.json``: its sidecar
     completed with the input/output names, the opset, the verification and the sha256."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=SUFFIX)
     os.close(fd)
     tmp, tmp_json = Path(tmp_name), Path(f"{tmp_name}.json")
-    alive = bool(getattr(module, "takes_alive", False))
+    sidecar = model.sidecar
     try:
-        to_onnx(module, inputs[:2], tmp, opset, alive=alive)
+        to_onnx(model, inputs[:2], tmp, opset)
         bad = non_default_domains(tmp)
         if bad:
             raise ExportError(f"the exported graph uses non-standard operators: {bad}")
-        check = verify(module, tmp, inputs, alive=alive)
+        check = verify(model, tmp, inputs)
         meta = dict(sidecar)
         meta["input"] = {"name": INPUT_NAME, **sidecar["input"]}
         meta["output"] = {"name": OUTPUT_NAME, **sidecar["output"]}
-        if alive:
-            k = inputs.shape[_sensor_axis(module)]
+        if model.takes_alive:
+            k = inputs.shape[model.sensor_axis]
             meta["alive"] = {"name": ALIVE_NAME, "shape": [k], "dtype": "float32"}
         meta.update(
             opset=opset,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from ..coerce import coerce
 from ..sensors import SPACES, SensorSpace
 from .base import GatedBackbone
 
@@ -56,7 +57,7 @@ class Backbone:
             )
         out = dataclasses.asdict(self.options())
         for key, value in options.items():
-            out[key] = _convert(value, types[key], f"model option {key} of {self.name}")
+            out[key] = coerce(value, types[key], f"model option {key} of {self.name}", parse=True)
         return out
 
 
@@ -145,31 +146,3 @@ def build_backbone(
             f"data; models for {space.kind} data: {', '.join(models_for(space.kind))}"
         )
     return spec.build(space, t_in, t_out, channels, **spec.parse_options(options or {}))
-
-
-def _convert(value: Any, kind: Any, what: str) -> Any:
-    """``value`` as ``kind`` (int, float, bool or str); strings are parsed."""
-    if kind is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-            return value.lower() in ("true", "1")
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        try:
-            if isinstance(value, str) or (isinstance(value, float) and value.is_integer()):
-                return int(value)
-        except ValueError:
-            pass
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        try:
-            if isinstance(value, (str, int)) and not isinstance(value, bool):
-                return float(value)
-        except ValueError:
-            pass
-        if isinstance(value, float):
-            return value
-    elif kind is str:
-        return str(value)
-    raise ValueError(f"{what} must be {getattr(kind, '__name__', kind)}, got {value!r}")

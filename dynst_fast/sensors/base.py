@@ -131,8 +131,9 @@ class SensorSpace(ABC):
         """Extra fields of ``metrics.json`` that describe the layout."""
         return {}
 
-    def notes(self, metrics: dict[str, Any]) -> list[str]:
-        """Paragraphs for ``report.md`` that explain the layout."""
+    def notes(self, scores: dict[str, Any]) -> list[str]:
+        """Paragraphs for ``report.md`` that explain the layout (``scores``: the dense
+        model's test metrics, which hold what the space's metrics were scaled by)."""
         return []
 
     @abstractmethod

@@ -144,9 +144,9 @@ class PatchSensors(SensorSpace):
             }
         }
 
-    def notes(self, metrics: dict[str, Any]) -> list[str]:
+    def notes(self, scores: dict[str, Any]) -> list[str]:
         g = self.grid
-        data_range = metrics.get("dense", {}).get("data_range", float("nan"))
+        data_range = scores.get("data_range", float("nan"))
         return [
             f"Sensors are the {g.rows} x {g.cols} patches of {g.patch} x {g.patch} cells of "
             f"the {g.height} x {g.width} field (padded with {g.pad_h} row(s) at the bottom and "

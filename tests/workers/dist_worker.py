@@ -25,6 +25,7 @@ from dynst_fast import distributed
 from dynst_fast.config import ScheduleConfig, TrainConfig
 from dynst_fast.data import make_windows, synthetic_sensor_network
 from dynst_fast.models import build_backbone
+from dynst_fast.plan import make_stage
 from dynst_fast.schedule import Schedule
 from dynst_fast.sparsifier import Sparsifier
 from dynst_fast.train import fit, masked_weighted_l1
@@ -72,11 +73,17 @@ def loop(out: str) -> None:
     torch.save(saved, os.path.join(out, f"rank{rank}.pt"))
 
 
+def dynst_stage(splits, train: TrainConfig, sched: ScheduleConfig):
+    """The dynst stage at sparsity 0.5 of this job's runs (as a run plan builds it)."""
+    return make_stage("dynst", train=train, settings=sched, sparsity=0.5, num_sensors=SENSORS,
+                      num_windows=len(splits.train), seed=0)  # fmt: skip
+
+
 def run_fit(out: str, batch: int) -> None:
     splits, model = data_and_model()
     train = TrainConfig(epochs=1, batch_size=batch, lr=3e-3)
-    sched = ScheduleConfig(rounds=2)
-    result = fit(model, splits, train, sched, scheme="dynst", sparsity=0.5, seed=0)
+    stage = dynst_stage(splits, train, ScheduleConfig(rounds=2))
+    result = fit(model, splits, train, stage.sparsifier(), seed=0)
     if distributed.is_main():
         sp = result.sparsifier
         torch.save({"model": model.state_dict(), "theta": sp.theta.detach(),
@@ -85,18 +92,18 @@ def run_fit(out: str, batch: int) -> None:
 
 
 def interrupt(argv: list[str]) -> None:
-    from dynst_fast import artifacts, run
+    from dynst_fast import stages
     from dynst_fast.cli import main
 
-    save = artifacts.save_progress
+    save = stages.save_progress
 
-    def save_then_fail(out, cfg, progress):
-        save(out, cfg, progress)
-        current = progress.get("current")
+    def save_then_fail(out, progress):
+        save(out, progress)
+        current = progress.current
         if current and current["stage"] == "dynst" and current["state"]["epoch"] == 1:
             raise OSError("rank 0 fails on purpose")  # while rank 1 waits in a collective
 
-    run.artifacts.save_progress = save_then_fail
+    stages.save_progress = save_then_fail
     sys.exit(main(["run", *argv]))
 
 
