@@ -1,2 +1,2 @@
-"""The parts of ``bench/gpu_suite.py``: build, tests, op and model benchmarks, their timer,
-the results file and the goals they are checked against."""
+"""The GPU suite (``python -m bench.gpu.suite``) and its parts: build, tests, op and model
+benchmarks on ``bench/kernels/cases.py``, the results file and the goals."""

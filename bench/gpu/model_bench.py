@@ -1,6 +1,6 @@
 """Model benchmarks: compacted against dense inference, and a short training-step
 comparison, for the STGCN (Los-loop and a planted network of 16,384 sensors) and the ViT
-(ERA5). Models are built as ``dynst run`` builds them (``run.resolve`` + ``run.build``);
+(ERA5). Models are built as ``dynst run`` builds them (the run plan, ``cases.model_setup``);
 weights are random and the active set is a seeded random one, since speed depends on
 neither. Inputs are the first test windows. Before timing, the compacted model's forecast
 is compared with the gated model's (the equivalence rule), and the difference recorded.
@@ -12,15 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from cases import active_index, model_case
 
-from dynst_fast.config import RunConfig
-from dynst_fast.data import load_dataset, make_windows, shared_data_dir, synthetic_sensor_network
-from dynst_fast.run import build, resolve
+from bench.kernels.cases import active_index, model_case, model_setup
+from bench.timer import measure
+from dynst_fast.data import load_dataset, shared_data_dir, synthetic_sensor_network
 from dynst_fast.train import first_windows
 
 from .results import Suite
-from .timer import measure
 
 SPARSITIES = (0.3, 0.5)
 PLANTED = {False: (16384, 600), True: (256, 300)}  # sensors, steps
@@ -46,15 +44,6 @@ def model_data(quick: bool) -> list[tuple[str, str, Callable]]:
         ),
         ("vit", "ERA5", lambda: load_dataset(str(_shared("era5_uk_t2m")), kind="grid")),
     ]
-
-
-def _setup(model_name: str, ds, device: str):
-    cfg = RunConfig.from_flags(model=model_name)
-    space = ds.sensor_space(cfg.data.patch)
-    cfg = resolve(cfg, ds, space)
-    model = build(cfg, space, ds.num_channels).to(device).eval()
-    splits = make_windows(ds, t_in=cfg.data.t_in, t_out=cfg.data.horizon)
-    return model, splits
 
 
 def _active(n: int, s: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +131,7 @@ def run_models(suite: Suite) -> None:
             continue
         model = None
         with suite.guard("models", f"{name} {data} setup"):
-            model, splits = _setup(name, load(), suite.device)
+            model, splits = model_setup(name, load(), suite.device)
         if model is None:
             continue
         bench_inference(suite, model, splits, name, data)

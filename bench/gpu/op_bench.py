@@ -1,4 +1,4 @@
-"""Op benchmarks of the GPU suite, on the cases of ``bench/cases.py`` (each checked
+"""Op benchmarks of the GPU suite, on the cases of ``bench/kernels/cases.py`` (each checked
 against its composition before it is timed):
 
 * compact, expand, patchify_compact against the plain PyTorch compositions of
@@ -12,11 +12,19 @@ against its composition before it is timed):
 from __future__ import annotations
 
 import torch
-from bench_gated_spmm import los_loop_graph, random_geometric_graph
-from cases import SPARSITY, Case, compact_cases, patchify_case, select_cases, spmm_case
+
+from bench.kernels.cases import (
+    SPARSITY,
+    Case,
+    compact_cases,
+    graph,
+    patchify_cases,
+    select_cases,
+    spmm_case,
+)
+from bench.timer import copy_gbps, measure
 
 from .results import Suite
-from .timer import copy_gbps, measure
 
 SIZES = {
     False: {
@@ -43,7 +51,7 @@ def _gbps(nbytes: int, ms: float) -> float:
 
 def _bandwidth_row(suite: Suite, case: Case) -> dict:
     """op and torch times, the ratio, GB/s and the share of a copy of the same size."""
-    t = measure(case.fns, suite.device, quick=suite.quick)
+    t = measure({m: case.fns[m] for m in ("op", "torch")}, suite.device, quick=suite.quick)
     info = {k: v for k, v in case.info.items() if k != "bytes"}
     moved = int(case.info["bytes"])
     bw, copy = _gbps(moved, t["op"]), copy_gbps(moved // 2, suite.device, suite.quick)
@@ -63,7 +71,7 @@ def bench_compact(suite: Suite) -> None:
         what = f"compact/expand B={b} N={n} F={f}"
         if not suite.out_of_time("ops", what, 5):
             with suite.guard("ops", what):
-                for case in compact_cases(b, n, f, suite.device):
+                for case in compact_cases(b, n, f, suite.device)[:2]:  # forward ones
                     suite.add("ops", case.op, _bandwidth_row(suite, case))
 
 
@@ -72,7 +80,7 @@ def bench_patchify(suite: Suite) -> None:
         what = "patchify_compact {}x{}x{}x{}x{} p={}".format(*shape)
         if not suite.out_of_time("ops", what, 5):
             with suite.guard("ops", what):
-                row = _bandwidth_row(suite, patchify_case(*shape, suite.device))
+                row = _bandwidth_row(suite, patchify_cases(*shape, suite.device)[0])
                 suite.add("ops", "patchify_compact", row)
 
 
@@ -82,7 +90,8 @@ def bench_select(suite: Suite) -> None:
         if not suite.out_of_time("ops", what, 5):
             with suite.guard("ops", what):
                 for case in select_cases(n, suite.device):
-                    t = measure(case.fns, suite.device, quick=suite.quick)
+                    fns = {m: case.fns[m] for m in ("op", "topk", "sort")}
+                    t = measure(fns, suite.device, quick=suite.quick)
                     row = {**case.info, "op_ms": t["op"], "topk_ms": t["topk"]}
                     row.update(sort_ms=t["sort"], vs_topk=t["topk"] / t["op"])
                     row["vs_sort"] = t["sort"] / t["op"]
@@ -93,28 +102,25 @@ def bench_gated_spmm(suite: Suite) -> None:
     for spec in SIZES[suite.quick]["graphs"]:
         if suite.out_of_time("ops", f"gated_spmm {spec}", 10):
             continue
-        name, graph = "?", None
+        name, g = "?", None
         with suite.guard("ops", f"gated_spmm graph {spec}"):
-            if spec == "los_loop":
-                name, graph = "Los-loop", los_loop_graph(None)
-                if graph is None:
-                    suite.error("ops", "gated_spmm Los-loop", "no Los-loop data ($DYNST_DATA_DIR)")
-            else:
-                name, graph = f"RGG {spec:.0e}", random_geometric_graph(int(spec))
-        if graph is None:
+            name, g = graph(spec)
+            if g is None:
+                suite.error("ops", "gated_spmm Los-loop", "no Los-loop data ($DYNST_DATA_DIR)")
+        if g is None:
             continue
         for dtype in DTYPES:
             for f in SIZES[suite.quick]["features"]:
                 what = f"gated_spmm {name} F={f} {dtype}"
                 if not suite.out_of_time("ops", what, 5):
                     with suite.guard("ops", what):
-                        suite.add("ops", "gated_spmm", _spmm_row(suite, name, graph, f, dtype))
+                        suite.add("ops", "gated_spmm", _spmm_row(suite, name, g, f, dtype))
 
 
-def _spmm_row(suite: Suite, name: str, graph, f: int, dtype: torch.dtype) -> dict:
-    case = spmm_case(name, graph, f, dtype, suite.device)
+def _spmm_row(suite: Suite, name: str, g, f: int, dtype: torch.dtype) -> dict:
+    case = spmm_case(name, g, f, dtype, suite.device)[0]
     t = measure(case.fns, suite.device, quick=suite.quick)
-    row = {k: v for k, v in case.info.items() if k != "bytes"}
+    row = {k: v for k, v in case.info.items() if k not in ("bytes", "B")}
     row["op_ms"] = t["op"]
     other = next((m for m in ("cusparse", "sparse.mm") if m in t), None)
     if other is not None:

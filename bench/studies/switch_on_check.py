@@ -12,7 +12,7 @@ sensors, as a regrown sensor gets) and measures the whole-field **validation** M
 Writes a Markdown table and a JSON file with the predicted and measured gains and their
 Spearman correlation.
 
-    python bench/switch_on_check.py --data ../shared/data/los_loop --horizon 3 \\
+    python -m bench.studies.switch_on_check --data ../shared/data/los_loop --horizon 3 \\
         --sparsity 0.5 --out bench/results/los_loop_switch_on
 """
 
@@ -25,16 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _runs import add_run_flags, dense_run, prepare_from
 
-from dynst_fast import run
-from dynst_fast.artifacts import write_atomic, write_json
-from dynst_fast.train import (
-    evaluate,
-    masked_weighted_l1,
-    switch_on_estimate,
-    train_loader,
-)
+from bench.studies.runs import add_run_flags, dense_run, plan_from, sparse_train
+from dynst_fast.evaluation import evaluate_model
+from dynst_fast.files import write_atomic, write_json
+from dynst_fast.train import masked_weighted_l1, switch_on_estimate, train_loader
 
 
 def finetune(model, index, theta, splits, lr: float, epochs: int, seed: int):
@@ -57,7 +52,7 @@ def finetune(model, index, theta, splits, lr: float, epochs: int, seed: int):
 
 
 def val_mae(compact, prep) -> float:
-    return float(evaluate(compact, prep.splits, prep.space, "val", compact.index)["mae"])
+    return float(evaluate_model(compact, prep.splits, prep.space, "val", compact.index)["mae"])
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -72,9 +67,9 @@ def main() -> None:
     p.add_argument("--finetune-epochs", type=int, default=3)
     args = p.parse_args()
     started = time.perf_counter()
-    prep = prepare_from(args)
+    prep = plan_from(args)
     dense, _ = dense_run(prep)
-    trained = run.train_sparse(run.Stages(prep.cfg, checkpoint=False), dense, prep.splits, "dynst")
+    trained = sparse_train(prep, dense)
     sp, model = trained.fit.sparsifier, trained.model.eval()
     gain = switch_on_estimate(sp, prep.splits.std)
     signed = switch_on_estimate(sp, prep.splits.std, signed=True)
@@ -83,7 +78,7 @@ def main() -> None:
     theta_bar = float(theta[active].abs().mean())
     off = np.flatnonzero(~active.numpy())
     top = off[np.argsort(-gain[off], kind="stable")][: args.candidates]
-    lr = 0.1 * prep.cfg.train.lr
+    lr = 0.1 * prep.config.train.lr
     base_now = val_mae(model.compact(sp.active_index(), theta), prep)
     base_ft = val_mae(
         finetune(model, sp.active_index(), theta, prep.splits, lr, args.finetune_epochs, 0), prep
@@ -120,9 +115,9 @@ def main() -> None:
     rho_signed_now = spearman(pred_signed, [r["measured_at_once"] for r in rows])
     rho_signed_ft = spearman(pred_signed, [r["measured_after_finetune"] for r in rows])
     seconds = time.perf_counter() - started
-    units = f" ({prep.ds.units})" if prep.ds.units else ""
+    units = f" ({prep.dataset.units})" if prep.dataset.units else ""
     lines = [
-        f"# Switch-on gains on {prep.ds.name}: predicted against measured (DynST, sparsity "
+        f"# Switch-on gains on {prep.dataset.name}: predicted against measured (DynST, sparsity "
         f"{args.sparsity:g})",
         "",
         f"The top {args.candidates} switched-off sensors by their estimated gain, each "
@@ -147,7 +142,7 @@ def main() -> None:
         f"**{rho_ft:.2f}** after the fine-tune (mean |dL/dg|, the mask.json figure); "
         f"{rho_signed_now:.2f} and {rho_signed_ft:.2f} from the mean signed -dL/dg.",
         "",
-        f"Reproduce: `python bench/switch_on_check.py --data {args.data} --horizon "
+        f"Reproduce: `python -m bench.studies.switch_on_check --data {args.data} --horizon "
         f"{args.horizon} --sparsity {args.sparsity:g} --candidates {args.candidates} "
         f"--finetune-epochs {args.finetune_epochs} --epochs {args.epochs} --seed {args.seed} "
         f"--out {args.out}`",

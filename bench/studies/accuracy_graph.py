@@ -4,7 +4,7 @@ Trains the dense model once per seed, then fine-tunes a copy under each scheme a
 sparsity (exactly what ``dynst run`` does), and writes a Markdown table and a JSON
 file of test MAE / RMSE (original units, whole field) and compacted speedups.
 
-    python bench/accuracy_graph.py --data ../shared/data/los_loop --horizon 3 \\
+    python -m bench.studies.accuracy_graph --data ../shared/data/los_loop --horizon 3 \\
         --sparsities 0.3 0.5 --schemes dynst random --seeds 0 1 2 --epochs 30 \\
         --out bench/results/los_loop_accuracy
 """
@@ -17,11 +17,11 @@ import statistics
 import time
 
 import torch
-from _runs import dense_run, prepare, sparse_run
 
-from dynst_fast.artifacts import write_atomic, write_json
+from bench.studies.runs import dense_run, plan, sparse_run
 from dynst_fast.baselines import run_baselines
-from dynst_fast.config import RunConfig
+from dynst_fast.config import SPARSE_SCHEMES, RunConfig
+from dynst_fast.files import write_atomic, write_json
 
 
 def _mean_std(values: list[float]) -> str:
@@ -36,7 +36,7 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=12)
     p.add_argument("--t-in", type=int, default=12)
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
-    p.add_argument("--schemes", nargs="+", default=["dynst", "random"])
+    p.add_argument("--schemes", nargs="+", default=["dynst", "random"], choices=SPARSE_SCHEMES)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--out", required=True, help="output path without extension")
@@ -49,8 +49,8 @@ def main() -> None:
         cfg = RunConfig.from_flags(
             data=args.data, epochs=args.epochs, seed=seed, t_in=args.t_in, horizon=args.horizon
         )
-        prep = prepare(cfg)
-        ds, splits = prep.ds, prep.splits
+        prep = plan(cfg)
+        ds, splits = prep.dataset, prep.splits
         dense, dm = dense_run(prep)
         rows.setdefault("dense", {"mae": [], "rmse": [], "speedup": []})
         rows["dense"]["mae"].append(dm["mae"])
@@ -58,10 +58,13 @@ def main() -> None:
         for s in args.sparsities:
             for scheme in args.schemes:
                 m = sparse_run(prep, dense, scheme, s)
-                r = rows.setdefault(f"{scheme} {s:g}", {"mae": [], "rmse": [], "speedup": []})
+                r = rows.setdefault(
+                    f"{scheme} {s:g}", {"mae": [], "rmse": [], "speedup": [], "active": []}
+                )
                 r["mae"].append(m["mae"])
                 r["rmse"].append(m["rmse"])
                 r["speedup"].append(m["speedup"])
+                r["active"].append(m["active"])  # the trained set, by sensor index
                 print(
                     f"seed {seed} {scheme} {s:g}: MAE {m['mae']:.4f} RMSE {m['rmse']:.4f} "
                     f"speedup {m['speedup']:.2f}x (dense MAE {dm['mae']:.4f})",
@@ -94,7 +97,7 @@ def main() -> None:
         )
     cmd = " ".join(
         [
-            "python bench/accuracy_graph.py",
+            "python -m bench.studies.accuracy_graph",
             *[
                 f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                 for k, v in vars(args).items()

@@ -7,24 +7,23 @@ Trains the dense model once, fine-tunes DynST to the sparsity twice (failure rat
 sensors at random (``--draws`` times, seeded) and scores the compacted model on the test
 split. Writes a Markdown table, a JSON file and a picture.
 
-    python bench/failures.py --data ../shared/data/los_loop --horizon 3 --sparsity 0.5 \\
+    python -m bench.studies.failures --data ../shared/data/los_loop --horizon 3 --sparsity 0.5 \\
         --failure-rate 0.1 --out bench/results/los_loop_failures
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from _runs import add_run_flags, dense_run, prepare_from
 
-from dynst_fast import run
-from dynst_fast.artifacts import write_atomic, write_json
-from dynst_fast.train import eval_loader
+from bench.studies.runs import add_run_flags, dense_run, plan_from, sparse_plan, sparse_train
+from dynst_fast.data.windows import eval_loader
+from dynst_fast.files import write_atomic, write_json
+from dynst_fast.run import compacted
 
 SHARES = (0.0, 0.01, 0.05, 0.10, 0.20)
 
@@ -57,16 +56,13 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=20)
     args = p.parse_args()
     started = time.perf_counter()
-    prep = prepare_from(args)
+    prep = plan_from(args)
     dense, dm = dense_run(prep)
     print(f"dense MAE {dm['mae']:.4f}", flush=True)
     results: dict[str, dict] = {}
     for rate in (0.0, args.failure_rate):
-        c = dataclasses.replace(
-            prep.cfg, train=dataclasses.replace(prep.cfg.train, failure_rate=rate)
-        )
-        trained = run.train_sparse(run.Stages(c, checkpoint=False), dense, prep.splits, "dynst")
-        compact = run.compacted({"dynst": trained})["dynst"]
+        trained = sparse_train(sparse_plan(prep, "dynst", failure_rate=rate), dense)
+        compact = compacted({"dynst": trained})["dynst"]
         k = compact.num_active
         gen = torch.Generator().manual_seed(1000 + args.seed)
         rows = []
@@ -96,10 +92,10 @@ def _ms(v: list[float]) -> str:
 
 def _write(args, prep, dm, results, seconds: float) -> None:
     out = Path(args.out)
-    units = f" ({prep.ds.units})" if prep.ds.units else ""
+    units = f" ({prep.dataset.units})" if prep.dataset.units else ""
     lines = [
-        f"# Failed sensors on {prep.ds.name}: DynST at sparsity {args.sparsity:g}, "
-        f"{prep.cfg.data.t_in} -> {args.horizon} steps",
+        f"# Failed sensors on {prep.dataset.name}: DynST at sparsity {args.sparsity:g}, "
+        f"{prep.config.data.t_in} -> {args.horizon} steps",
         "",
         f"Whole-field test MAE{units}, seed {args.seed}, {args.epochs} epochs per training. "
         f"Each row fails that share of the K active sensors, drawn at random {args.draws} "
@@ -122,7 +118,7 @@ def _write(args, prep, dm, results, seconds: float) -> None:
             )
     lines += [
         "",
-        f"Reproduce: `python bench/failures.py --data {args.data} --horizon {args.horizon} "
+        f"Reproduce: `python -m bench.studies.failures --data {args.data} --horizon {args.horizon} "
         f"--sparsity {args.sparsity:g} --failure-rate {args.failure_rate:g} --draws "
         f"{args.draws} --epochs {args.epochs} --seed {args.seed} --out {args.out}`",
         "",

@@ -8,7 +8,7 @@ dense/compact pair is interleaved on its own, one engine after the other.
 
     dynst run --data ../shared/data/los_loop --horizon 3 --sparsity 0.3 --out runs/ll_s0.3
     dynst run --data ../shared/data/los_loop --horizon 3 --sparsity 0.5 --out runs/ll_s0.5
-    python bench/bench_onnx.py runs/ll_s0.3 runs/ll_s0.5 --out bench/results/onnx_latency
+    python -m bench.studies.onnx_latency runs/ll_s0.3 runs/ll_s0.5 --out bench/results/onnx_latency
 
 Image runs (``dynst run --data ../shared/data/era5_uk_t2m --model vit ...``) work the
 same way; their inputs are the active patch tiles.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dynst_fast.artifacts import write_atomic, write_json
+from dynst_fast.files import write_atomic, write_json
 from dynst_fast.latency import machine_line, measure
 
 
@@ -64,8 +64,8 @@ def main() -> None:
         f"Machine: {machine}. "
         f"Median of {args.repeats} interleaved repeats after 5 warm-up calls, one process; "
         "torch's dense/compact pair and onnxruntime's are interleaved separately.\n\n"
-        f"Command: `python bench/bench_onnx.py {' '.join(args.runs)} --out {args.out}`\n\n"
-        + _table(rows)
+        f"Command: `python -m bench.studies.onnx_latency {' '.join(args.runs)} "
+        f"--out {args.out}`\n\n" + _table(rows)
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""The suite's one timer.
+"""The benchmarks' one timing helper: :func:`measure` (side by side, interleaved rounds),
+the device copy bandwidth and the machine line.
 
 On a GPU: ``triton.testing.do_bench`` (CUDA events around each call, the L2 cache flushed
 before each, median), or plain CUDA events where triton is missing. The functions of one
@@ -9,8 +10,11 @@ them alike; the figure is the median over rounds. On CPU: ``dynst_fast.timing.si
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -70,3 +74,21 @@ def copy_gbps(nbytes: int, device: str, quick: bool = False) -> float:
     dst = torch.empty_like(src)
     t = measure({"copy": lambda: dst.copy_(src)}, device, quick=quick)["copy"]
     return 2 * src.numel() * 4 / (t * 1e-3) / 1e9
+
+
+def machine(device: str) -> str:
+    """One line naming the device (the CPU model), threads and torch version."""
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    name = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{name}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )

@@ -1,12 +1,12 @@
 """Attempts at making ``dynst`` the best sensor choice, scored on the validation split only.
 
 Each attempt is ``dynst`` (or a reference scheme) fine-tuned from the same cached dense
-model as ``bench/selection.py`` trains, with a few settings changed; the table gives the
+model as ``bench/studies/selection.py`` trains, with a few settings changed; the table gives the
 best validation MAE of the epochs whose active set is final (the test split is never
 looked at). Results are cached with the selection bench's, so adding an attempt reruns
 only that one.
 
-    python bench/selection_attempts.py --datasets los_loop synthetic --epochs 5 \\
+    python -m bench.studies.selection_attempts --datasets los_loop synthetic --epochs 5 \\
         --out bench/results/selection_attempts
 """
 
@@ -19,16 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _runs import prepare
-from selection import SETS, Cache, config, key_of
-
-from dynst_fast import run
-from dynst_fast.artifacts import write_atomic, write_json
+from bench.studies.runs import plan, sparse_plan, sparse_train
+from bench.studies.selection import SETS, Cache, config, key_of
+from dynst_fast.files import write_atomic, write_json
 
 # name: (scheme, schedule settings, train settings); every attempt states its pruning
 # signal and schedule length, so that the table keeps its meaning when the defaults move
 OLD = {"prune_by": "theta", "prune_frac": 0.6}  # the defaults before these attempts
-TAYLOR = {"prune_by": "taylor", "prune_frac": 0.3}  # the graph sets' in bench/selection.py
+TAYLOR = {"prune_by": "taylor", "prune_frac": 0.3}  # the graph sets' in bench/studies/selection.py
 ATTEMPTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "dynst, theta, prune_frac 0.6 (the old defaults)": ("dynst", OLD, {}),
     "fixed, prune_frac 0.6 (reference)": ("fixed", OLD, {}),
@@ -62,18 +60,18 @@ NOTE = (
 
 def attempt(cache: Cache, name: str, seed: int, epochs: int, sparsity: float, which: str) -> dict:
     scheme, sched, train = ATTEMPTS[which]
-    p = prepare(config(name, seed, epochs, {"sparsity": sparsity}))
+    p = plan(config(name, seed, epochs, {"sparsity": sparsity}))
     label = f"{name}_seed{seed}"
     cfg = dataclasses.replace(
-        p.cfg,
-        schedule=dataclasses.replace(p.cfg.schedule, **sched),
-        train=dataclasses.replace(p.cfg.train, **train),
+        p.config,
+        schedule=dataclasses.replace(p.config.schedule, **sched),
+        train=dataclasses.replace(p.config.train, **train),
     )
     path = cache.root / "attempts" / f"{label}_{key_of(cfg, scheme, sparsity, which)}.json"
     if path.exists():
         return Cache.read(path)
     dense = cache.dense(p, label)
-    trained = run.train_sparse(run.Stages(cfg, checkpoint=False), dense, p.splits, scheme)
+    trained = sparse_train(sparse_plan(p, scheme, sparsity, **sched, **train), dense)
     r = {"attempt": which, "dataset": name, "seed": seed, "val_mae": trained.fit.best_val_mae}
     write_json(path, r)
     return r
@@ -89,7 +87,7 @@ def main() -> None:
     p.add_argument("--cache", default=None, help="default: bench/.cache/selection")
     p.add_argument("--out", required=True, help="output path without extension")
     args = p.parse_args()
-    cache = Cache(Path(args.cache or Path(__file__).parent / ".cache" / "selection"))
+    cache = Cache(Path(args.cache or Path(__file__).parents[1] / ".cache" / "selection"))
     rows: dict[str, dict[str, list[float]]] = {}
     for which in args.attempts:
         for name in args.datasets:
@@ -103,7 +101,7 @@ def main() -> None:
         "",
         f"Sparsity {args.sparsity:g}, {args.epochs} epochs per training, seeds {args.seeds}; "
         "best validation MAE (original units, whole field) among the epochs whose active "
-        "set is final, fine-tuned from the same dense model as `bench/selection.py`.",
+        "set is final, fine-tuned from the same dense model as `bench/studies/selection.py`.",
         "",
         f"| attempt | {head} |",
         "|---|" + "---|" * len(args.datasets),
@@ -111,7 +109,7 @@ def main() -> None:
     for which, per in rows.items():
         cells = " | ".join(f"{statistics.fmean(per[n]):.4f}" for n in args.datasets)
         lines.append(f"| {which} | {cells} |")
-    cmd = "python bench/selection_attempts.py " + " ".join(sys.argv[1:])
+    cmd = "python -m bench.studies.selection_attempts " + " ".join(sys.argv[1:])
     lines += ["", NOTE, "", f"Reproduce: `{cmd}`", ""]
     write_atomic(f"{args.out}.md", "\n".join(lines) + "\n")
     write_json(f"{args.out}.json", {"args": vars(args), "rows": rows})

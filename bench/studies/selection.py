@@ -9,14 +9,13 @@ bench continues where it stopped, and two processes (``--shard 0/2``, ``--shard 
 thread each) can share the work; ``--report`` only gathers the cache into the table, the
 JSON and the picture.
 
-    python bench/selection.py --out bench/results/selection            # everything
-    python bench/selection.py --quick --out /tmp/selection_quick       # a few minutes
+    python -m bench.studies.selection --out bench/results/selection          # everything
+    python -m bench.studies.selection --quick --out /tmp/selection_quick     # a few minutes
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import os
@@ -27,14 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _runs import Prepared, prepare
 
-from dynst_fast import run
-from dynst_fast.artifacts import write_atomic, write_json
+from bench.studies.runs import plan, sparse_plan, sparse_train
 from dynst_fast.config import SPARSE_SCHEMES, RunConfig
 from dynst_fast.data import shared_data_dir
-from dynst_fast.selection import GREEDY_RIDGES, lagged, order_for, sensor_series
-from dynst_fast.train import evaluate
+from dynst_fast.evaluation import evaluate_model
+from dynst_fast.files import write_atomic, write_json
+from dynst_fast.plan import RunPlan
+from dynst_fast.selection import GREEDY_RIDGES, lagged, sensor_series
+from dynst_fast.stages import Stages, Trained
 
 SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "qr", "greedy")
 # The pruning signal of the learned schemes per data set: taylor on the graph sets (the
@@ -82,13 +82,13 @@ class Cache:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
-    def dense(self, p: Prepared, label: str) -> run.Trained:
-        path = self.root / f"dense_{label}_{key_of(p.cfg, 'dense', dense=True)}.pt"
-        model = run.build(p.cfg, p.space, p.ds.num_channels)
+    def dense(self, p: RunPlan, label: str) -> Trained:
+        path = self.root / f"dense_{label}_{key_of(p.config, 'dense', dense=True)}.pt"
+        model = p.build_model()
         if path.exists():
             model.load_state_dict(torch.load(path, weights_only=True))
-            return run.Trained("dense", model, None)
-        trained = run.train_dense(run.Stages(p.cfg, checkpoint=False), model, p.splits)
+            return Trained("dense", model, None)
+        trained = Stages(p, checkpoint=False).train(p.dense, model)
         tmp = path.with_suffix(".partial")
         torch.save(trained.model.state_dict(), tmp)
         os.replace(tmp, path)
@@ -105,36 +105,17 @@ class Cache:
         return json.loads(path.read_text())
 
 
-def sparse_result(
-    p: Prepared,
-    dense: run.Trained,
-    scheme: str,
-    sparsity: float,
-    orders: dict[Any, Any],
-    kmax: int,
-) -> dict[str, Any]:
-    """Fine-tune ``dense`` under ``scheme`` at ``sparsity``; its test and validation scores."""
-    cfg = dataclasses.replace(
-        p.cfg, schedule=dataclasses.replace(p.cfg.schedule, sparsity=sparsity)
-    )
-
-    n = p.space.num_sensors
-    k = n - int(round(sparsity * n))
-
-    def order(s: str) -> torch.Tensor | None:
-        # greedy's orders are nested: one for the largest K serves every sparsity
-        key = (s, kmax if s == "greedy" else k)
-        if key not in orders:
-            orders[key] = order_for(s, p.splits, p.space, key[1])
-        return orders[key]
-
-    stages = run.Stages(cfg, checkpoint=False, orders=order)
-    trained = run.train_sparse(stages, dense, p.splits, scheme)
+def sparse_result(base: RunPlan, dense: Trained, scheme: str, sparsity: float) -> dict[str, Any]:
+    """Fine-tune ``dense`` under ``scheme`` at ``sparsity``; its test and validation scores.
+    (The plans share ``base``'s orders: one greedy order, for the largest K, serves every
+    sparsity, as greedy's orders are nested.)"""
+    p = sparse_plan(base, scheme, sparsity)
+    trained = sparse_train(p, dense)
     sp = trained.fit.sparsifier
     index = sp.active_index()
     compact = trained.model.compact(index, sp.theta.detach()).eval()
-    test = evaluate(compact, p.splits, p.space, active_index=index)
-    dense_m = evaluate(dense.model, p.splits, p.space, kept=index)
+    test = evaluate_model(compact, p.splits, p.space, active_index=index)
+    dense_m = evaluate_model(dense.model, p.splits, p.space, kept=index)
     out = {
         "scheme": scheme,
         "sparsity": sparsity,
@@ -152,12 +133,12 @@ def sparse_result(
     return out
 
 
-def ridge_on_dropped(p: Prepared, active: list[int]) -> float | None:
+def ridge_on_dropped(p: RunPlan, active: list[int]) -> float | None:
     """Test MAE (original units) on the dropped sensors of a ridge forecast from the kept
     sensors' last ``t_in`` values, fitted on the training split with the ridge of
     ``GREEDY_RIDGES`` that scores best on validation: a linear reference for what the kept set
     tells about the rest. Graph data of one channel only (else None)."""
-    if p.space.kind != "graph" or p.ds.num_channels != 1 or len(active) == p.space.num_sensors:
+    if p.space.kind != "graph" or p.dataset.num_channels != 1 or len(active) == p.space.num_sensors:
         return None
     t_in, t_out = p.splits.t_in, p.splits.t_out
     kept = torch.zeros(p.space.num_sensors, dtype=torch.bool)
@@ -193,7 +174,7 @@ def add_ridge_bounds(data: dict[str, Any], args: argparse.Namespace) -> None:
                 for r in rs:
                     if key == "dense" or r["seed"] != seed or "ridge_dropped_mae" in r:
                         continue
-                    p = p or prepare(config(name, seed, args.epochs, {}))
+                    p = p or plan(config(name, seed, args.epochs, {}))
                     r["ridge_dropped_mae"] = ridge_on_dropped(p, r["active"])
 
 
@@ -203,28 +184,25 @@ def bench(args: argparse.Namespace, cache: Cache) -> None:
     for i, (name, seed) in enumerate(jobs):
         if i % shards != shard:
             continue
-        p = prepare(config(name, seed, args.epochs, {}))
+        p = plan(config(name, seed, args.epochs, {}))
         label = f"{name}_seed{seed}"
         started = time.perf_counter()
         dense = cache.dense(p, label)
-        dense_test = evaluate(dense.model, p.splits, p.space)
-        dense_val = evaluate(dense.model, p.splits, p.space, "val")["mae"]
+        dense_test = evaluate_model(dense.model, p.splits, p.space)
+        dense_val = evaluate_model(dense.model, p.splits, p.space, "val")["mae"]
         write_json(
-            cache.root / f"{label}_dense_{key_of(p.cfg, 'dense', dense=True)}.json",
+            cache.root / f"{label}_dense_{key_of(p.config, 'dense', dense=True)}.json",
             {"dataset": name, "seed": seed, "scheme": "dense", "sparsity": 0.0,
              "epochs": args.epochs, "val_mae": dense_val, "test": dense_test},
         )  # fmt: skip
         print(f"[{label}] dense: test MAE {dense_test['mae']:.4f}", file=sys.stderr, flush=True)
-        orders: dict[Any, Any] = {}
-        n = p.space.num_sensors
-        kmax = n - int(round(min(args.sparsities) * n))
-        for s in args.sparsities:
+        for s in sorted(args.sparsities):  # the largest K first: one greedy order for all
             for scheme in args.schemes:
-                path = cache.result_path(label, p.cfg, scheme, s)
+                path = cache.result_path(label, p.config, scheme, s)
                 if path.exists():
                     continue
                 t0 = time.perf_counter()
-                r = sparse_result(p, dense, scheme, s, orders, kmax)
+                r = sparse_result(p, dense, scheme, s)
                 r.update(dataset=name, seed=seed, epochs=args.epochs)
                 write_json(path, r)
                 print(
@@ -332,7 +310,7 @@ def report(args: argparse.Namespace, cache: Cache, wall: float | None) -> None:
     if "--notes" in argv:  # a remark about the run, not a part of the command
         i = argv.index("--notes")
         argv = argv[:i] + argv[i + 2 :]
-    cmd = "python bench/selection.py " + " ".join(a for a in argv if a != "--report")
+    cmd = "python -m bench.studies.selection " + " ".join(a for a in argv if a != "--report")
     lines = [
         "# Sensor selection: every scheme, test split, whole field",
         "",
@@ -391,7 +369,7 @@ def main() -> None:
     args.shard = (i, k)
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = Path(args.cache or Path(__file__).parent / ".cache" / "selection")
+    root = Path(args.cache or Path(__file__).parents[1] / ".cache" / "selection")
     cache = Cache(root)
     started = time.perf_counter()
     if not args.report:

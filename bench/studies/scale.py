@@ -8,8 +8,8 @@ trains the compacted model from the start); then dense and compacted inference a
 throughput of 2 gloo processes with 1 thread each (per-process batch b) against 1 process
 with 1 thread (batch 2b), on the same windows (the fastest of 3 epochs each).
 
-    python bench/scale.py --sizes 1024 4096 16384 --out bench/results/scale
-    python bench/scale.py --ddp --sizes 1024 --out bench/results/scale_ddp
+    python -m bench.studies.scale --sizes 1024 4096 16384 --out bench/results/scale
+    python -m bench.studies.scale --ddp --sizes 1024 --out bench/results/scale_ddp
 
 Writes ``OUT.md``, ``OUT.json`` and (sizes) the log-log picture ``OUT.png``.
 """
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve()
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = "bench.studies.scale"
 
 
 def rss_mb() -> float:
@@ -45,35 +46,42 @@ def peak_mb() -> float:
 
 
 def _setup(n: int, steps: int, windows: int):
+    """The default run's plan on a planted network of ``n`` sensors over ``steps`` steps,
+    its windows cut to the first ``windows`` of each split, and its model."""
     import dataclasses
 
-    from dynst_fast import run
     from dynst_fast.config import RunConfig
-    from dynst_fast.data import make_windows, synthetic_sensor_network
+    from dynst_fast.data import synthetic_sensor_network
+    from dynst_fast.plan import resolve
 
     ds = synthetic_sensor_network(num_sensors=n, num_planted=max(1, n // 5), num_steps=steps)
-    space = ds.sensor_space(4)
-    cfg = run.resolve(RunConfig(), ds, space)
-    splits = make_windows(ds, cfg.data.t_in, cfg.data.horizon)
+    plan = resolve(RunConfig(quiet=True), dataset=ds)
+    s = plan.splits
     splits = dataclasses.replace(  # a fixed number of windows; validation and test as many
-        splits,
-        train=splits.train.head(windows),
-        val=splits.val.head(windows),
-        test=splits.test.head(windows),
+        s, train=s.train.head(windows), val=s.val.head(windows), test=s.test.head(windows)
     )
-    return ds, space, cfg, splits, run.build(cfg, space, ds.num_channels)
+    return plan, splits, plan.build_model()
 
 
-def _epoch(model, splits, scheme: str, batch: int) -> tuple[float, object]:
-    """Seconds of one training epoch over ``splits.train`` (validation excluded)."""
-    from dynst_fast.config import ScheduleConfig, TrainConfig
+def _epoch(plan, model, splits, scheme: str, batch: int) -> tuple[float, object]:
+    """Seconds of one training epoch over ``splits.train`` (validation excluded): the
+    dense model, or ``scheme`` at sparsity 0.5."""
+    from dynst_fast.config import TrainConfig
+    from dynst_fast.plan import make_stage
     from dynst_fast.train import fit
 
     seen = {}
     train = TrainConfig(epochs=1, batch_size=batch)
-    sparsity = 0.0 if scheme == "dense" else 0.5
-    result = fit(model, splits, train, ScheduleConfig(), scheme=scheme, sparsity=sparsity,
-                 seed=0, progress=seen.update)  # fmt: skip
+    stage = make_stage(
+        scheme,
+        train=train,
+        settings=plan.config.schedule,
+        sparsity=0.5,
+        num_sensors=model.num_sensors,
+        num_windows=len(splits.train),
+        seed=0,
+    )
+    result = fit(model, splits, train, stage.sparsifier(), seed=0, progress=seen.update)
     return len(splits.train) / seen["windows_per_s"], result
 
 
@@ -83,30 +91,24 @@ def one_size(n: int, steps: int, windows: int, batch: int, repeats: int) -> dict
 
     import dynst_fast.run  # noqa: F401  (imported before the base RSS is read)
     import dynst_fast.train  # noqa: F401
+    from bench.kernels.cases import model_case
     from dynst_fast.timing import side_by_side
 
     base = rss_mb()
-    ds, space, cfg, splits, model = _setup(n, steps, windows)
-    values_mb = ds.values.nbytes / 2**20
+    plan, splits, model = _setup(n, steps, windows)
+    values_mb = plan.dataset.values.nbytes / 2**20
     model_mb = sum(t.nbytes for t in [*model.parameters(), *model.buffers()]) / 2**20
-    dense_s, _ = _epoch(model, splits, "dense", batch)
-    compact_s, fitted = _epoch(copy.deepcopy(model), splits, "random", batch)
-    sp = fitted.sparsifier
-    compact = model.compact(sp.active_index(), sp.theta.detach()).eval()
-    model.eval()
-    xb, _ = splits.test[list(range(min(8, len(splits.test))))]
-    times = side_by_side(
-        {"dense": lambda: model(xb), "compact": lambda: compact(compact.gather_input(xb))},
-        repeats=repeats,
-        warmup=2,
-    )
+    dense_s, _ = _epoch(plan, model, splits, "dense", batch)
+    compact_s, _ = _epoch(plan, copy.deepcopy(model), splits, "random", batch)
+    case = model_case(model.eval(), splits, "stgcn", 0.5, 8, "cpu")
+    times = side_by_side({m: case.fns[m] for m in ("dense", "compact")}, repeats, warmup=2)
     return {
         "n": n,
         "windows": len(splits.train),
         "batch": batch,
         "steps": steps,
         "threads": torch.get_num_threads(),
-        "num_active": int(sp.active.sum()),
+        "num_active": int(case.info["K"]),
         "dense_epoch_s": dense_s,
         "compact_epoch_s": compact_s,
         "dense_ms_b8": times["dense"],
@@ -129,10 +131,10 @@ def ddp_worker(n: int, steps: int, windows: int, batch: int) -> None:
 
     torch.set_num_threads(1)
     distributed.init_from_env()
-    _, _, _, splits, model = _setup(n, steps, windows)
-    _epoch(copy.deepcopy(model), splits, "dense", batch)  # warm-up epoch
+    plan, splits, model = _setup(n, steps, windows)
+    _epoch(plan, copy.deepcopy(model), splits, "dense", batch)  # warm-up epoch
     t = time.perf_counter()
-    seconds = min(_epoch(copy.deepcopy(model), splits, "dense", batch)[0] for _ in range(3))
+    seconds = min(_epoch(plan, copy.deepcopy(model), splits, "dense", batch)[0] for _ in range(3))
     wall = (time.perf_counter() - t) / 3
     if distributed.is_main():
         print("RESULT", json.dumps({"world": distributed.world_size(), "epoch_s": seconds,
@@ -143,14 +145,14 @@ def ddp_worker(n: int, steps: int, windows: int, batch: int) -> None:
 def _child(args: list[str], nproc: int = 0) -> dict:
     """Run this script with ``args`` (under torchrun with ``nproc`` ranks, one thread
     each); its ``RESULT`` line."""
-    env, cmd = dict(os.environ), [sys.executable, str(HERE), *args]
+    env, cmd = dict(os.environ), [sys.executable, "-m", MODULE, *args]
     if nproc:
         env["OMP_NUM_THREADS"] = "1"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", str(nproc), str(HERE), *args]  # fmt: skip
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+               "--nproc-per-node", str(nproc), "-m", MODULE, *args]  # fmt: skip
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
-        raise SystemExit(f"bench/scale.py: {' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+        raise SystemExit(f"{MODULE}: {' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     line = next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
 
@@ -266,7 +268,7 @@ def main() -> None:
     if a.ddp_worker:
         ddp_worker(a.ddp_worker, a.steps, a.windows, a.batch)
         return
-    command = "python bench/scale.py " + " ".join(sys.argv[1:])
+    command = f"python -m {MODULE} " + " ".join(sys.argv[1:])
     common = ["--steps", str(a.steps), "--windows", str(a.windows)]
     rows, ddp = [], None
     if a.ddp:
@@ -284,7 +286,7 @@ def main() -> None:
     write(Path(a.out), rows, command, ddp)
     print(Path(a.out).with_suffix(".md").read_text())
     if rows and not all(math.isfinite(r["speedup_b8"]) for r in rows):
-        raise SystemExit("bench/scale.py: a timing is not finite")
+        raise SystemExit(f"{MODULE}: a timing is not finite")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ and a JSON file of whole-field test MAE / RMSE (original units), SSIM / PSNR (da
 the test targets' max - min) and the compacted inference speedup (CPU, side by side in one
 process; ``simvp`` runs through ``InputMasked`` and has none by construction).
 
-    python bench/accuracy_grid.py --data ../shared/data/era5_uk_t2m --model vit --patch 4 \\
+    python -m bench.studies.accuracy_grid --data ../shared/data/era5_uk_t2m --model vit --patch 4 \\
         --sparsities 0.3 0.5 --schemes dynst random --seeds 0 --epochs 30 \\
         --option dim=64 depth=4 heads=4 decoder_dim=32 \\
         --out bench/results/era5_vit_accuracy
@@ -21,11 +21,11 @@ import statistics
 import time
 
 import torch
-from _runs import dense_run, prepare, sparse_run
 
-from dynst_fast.artifacts import write_atomic, write_json
+from bench.studies.runs import dense_run, plan, sparse_run
 from dynst_fast.baselines import run_baselines
-from dynst_fast.config import RunConfig
+from dynst_fast.config import SPARSE_SCHEMES, RunConfig
+from dynst_fast.files import write_atomic, write_json
 
 FIELDS = ("mae", "rmse", "ssim", "psnr", "speedup", "measured_ratio")
 
@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=12)
     p.add_argument("--t-in", type=int, default=12)
     p.add_argument("--sparsities", type=float, nargs="*", default=[0.3, 0.5])
-    p.add_argument("--schemes", nargs="*", default=["dynst", "random"])
+    p.add_argument("--schemes", nargs="*", default=["dynst", "random"], choices=SPARSE_SCHEMES)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)
@@ -79,8 +79,8 @@ def main() -> None:
             lr=args.lr,
             option=_options(args.option),
         )
-        prep = prepare(cfg)
-        ds, splits = prep.ds, prep.splits
+        prep = plan(cfg)
+        ds, splits = prep.dataset, prep.splits
         dense, dm = dense_run(prep)
         r = rows.setdefault("dense", {k: [] for k in FIELDS})
         for k in ("mae", "rmse", "ssim", "psnr"):
@@ -136,7 +136,7 @@ def main() -> None:
             f"| {name} baseline | {b['mae']:.3f} | {b['rmse']:.3f} | {b['ssim']:.4f} | "
             f"{b['psnr']:.2f} | {b['mae'] / dense_mae - 1:+.1%} | |"
         )
-    cmd = ["python bench/accuracy_grid.py"]
+    cmd = ["python -m bench.studies.accuracy_grid"]
     for k, v in vars(args).items():
         if v is None or v == []:
             continue

@@ -1,6 +1,6 @@
 """The GPU suite: build, test and measure every GPU path of dynst_fast in one command.
 
-    python bench/gpu_suite.py --out DIR [--device cuda|cpu] [--quick]
+    python -m bench.gpu.suite --out DIR [--device cuda|cpu] [--quick]
         [--only build|tests|ops|models] [--time-limit S] [--rebuild]
 
 1. build: reuse the extension if it imports (with its CUDA kernels on a GPU), else
@@ -23,13 +23,13 @@ cases at ``--time-limit`` seconds (default 420: under 8 minutes on an H100/H200 
 for the case in flight).
 
 ``--device cpu --quick`` runs the same code paths at tiny sizes on CPU in under a minute
-(``tests/test_gpu_suite.py`` runs it in CI). Real data (Los-loop, ERA5) is read from
-``$DYNST_DATA_DIR`` or ``../shared/data``.
+(``tests/test_gpu_suite.py`` runs it in CI). Run it from the repository root (``-m``).
+Real data (Los-loop, ERA5) is read from ``$DYNST_DATA_DIR`` or ``../shared/data``.
 
 On the lent GPU machine (nothing there has the repository installed; ``../shared`` does
 not travel, so copy the two data folders into the git-ignored ``.gpu_data/`` and carry it):
 
-    DYNST_DATA_DIR=.gpu_data PYTHONUNBUFFERED=1 python3 bench/gpu_suite.py --out $OUT/gpu
+    DYNST_DATA_DIR=.gpu_data PYTHONUNBUFFERED=1 python3 -m bench.gpu.suite --out $OUT/gpu
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # the in-place build first, then bench/
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT)]  # the in-place build and the bench package first
 
 PARTS = ("tests", "ops", "models")
 
@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu":  # the Triton kernels run in the interpreter; set before they import
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
-    from gpu.build import build, describe
-    from gpu.results import Suite
+    from .build import build, describe
+    from .results import Suite
 
     meta = {
-        "command": "python bench/gpu_suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m bench.gpu.suite " + " ".join(sys.argv[1:] if argv is None else argv),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     if device == "cuda":
@@ -87,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     parts = PARTS if args.only is None else (() if args.only == "build" else (args.only,))
     for part in parts:
         if part == "tests":
-            from gpu.tests import run_tests
+            from .tests import run_tests
 
             run_tests(suite)
         elif part == "ops":
-            from gpu.op_bench import run_ops
+            from .op_bench import run_ops
 
             run_ops(suite)
         else:
-            from gpu.model_bench import run_models
+            from .model_bench import run_models
 
             run_models(suite)
     suite.write()
