@@ -14,6 +14,7 @@ CPU cores); ``quick`` checks every code path in seconds.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 from collections.abc import Callable
@@ -100,16 +101,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 class Bench:
-    """Builds each case once and times one of its methods with pytest-benchmark."""
+    """Builds each case once and times one of its methods with pytest-benchmark. Only the
+    latest case is held: the tests of one case run one after another (their spec is a
+    session-scoped parameter), and the full grid's inputs would not fit in memory at once."""
 
     def __init__(self, device: str, results: list, budget_gb: float) -> None:
         self.device, self.results, self.budget_gb = device, results, budget_gb
-        self._cases: dict[tuple, object] = {}
+        self._key: tuple | None = None
+        self._case: object = None
 
     def cases(self, key: tuple, build: Callable[[], object]):
-        if key not in self._cases:
-            self._cases[key] = build()
-        return self._cases[key]
+        if key != self._key:
+            self._key, self._case = None, None  # free the last case's inputs first
+            gc.collect()
+            self._case, self._key = build(), key
+        return self._case
 
     def run(self, benchmark, case: Case, method: str) -> None:
         if method not in case.fns:
@@ -129,8 +135,9 @@ class Bench:
         with torch.inference_mode(not case.op.endswith("_backward")):
             benchmark(call)
         stats = getattr(benchmark, "stats", None)
-        if stats is not None:
-            self.results.append((case, method, stats.stats.median * 1e3))
+        if stats is not None:  # the case's facts, not the case (its inputs must be freed)
+            facts = Case(case.op, case.name, dict.fromkeys(case.fns), dict(case.info))
+            self.results.append((facts, method, stats.stats.median * 1e3))
 
 
 @pytest.fixture(scope="session")
