@@ -105,4 +105,22 @@ TORCH_LIBRARY(dynst_fast, m) {
   // A new [N] bool mask: active without its k entries of lowest |score| (same ties);
   // with movable, only movable entries are pruned.
   m.def("prune_lowest(Tensor score, Tensor active, int k, Tensor? movable=None) -> Tensor");
+  // (index [N, m] int64, valid [N, m] bool): for every row of candidates [N, L] (sensor
+  // numbers in [0, S), nearest first, -1 padding), its first m entries whose active [S]
+  // flag is set, in list order; the slots a row cannot fill are index 0, valid false.
+  m.def("nearest_active(Tensor candidates, Tensor active, int m) -> (Tensor, Tensor)");
+  // Attention of every target over its neighbours, [B, N, E]: for target i of batch b and
+  // valid neighbours j = index[i, j'] (index [N, m] int64, valid [N, m] bool),
+  // s = scale <q[b, i], k[b, j]> + bias[b or 0, i, j'], weights gate[j] exp(s) normalised
+  // over the valid neighbours, out[b, i] = sum of weights x v[b, j]; 0 where the weights
+  // sum to 0. q [B, N, D], k [B, S, D], v [B, S, E], bias [B or 1, N, m], gate [S], one
+  // floating dtype.
+  m.def(
+      "neighbour_attention(Tensor q, Tensor k, Tensor v, Tensor index, Tensor valid,"
+      " Tensor bias, Tensor gate, float scale) -> Tensor");
+  // Its backward: (dq, dk, dv, dbias, dgate), each shaped like its input.
+  m.def(
+      "neighbour_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v,"
+      " Tensor index, Tensor valid, Tensor bias, Tensor gate, float scale)"
+      " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

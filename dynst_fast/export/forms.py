@@ -5,11 +5,12 @@ A model is traced with ``torch.export`` (the ops stay whole, as calls of
 ``torch.ops.dynst_fast.*``); then each such call in the traced graph is replaced by its
 export form:
 
-* ``compact``, ``expand``, ``patchify_compact``, ``select_swap``, ``prune_lowest``: their
-  plain PyTorch references (gather, multiply; a scatter with distinct indices);
+* ``compact``, ``expand``, ``patchify_compact``, ``select_swap``, ``prune_lowest``,
+  ``nearest_active``, ``neighbour_attention``: their plain PyTorch references (gather,
+  multiply, softmax-like sums; a scatter with distinct indices);
 * ``gated_spmm``: its graph is a constant of the traced model, so it becomes one MatMul
   with the gated dense matrix for graphs of at most ``DENSE_MAX`` entries (BLAS beats
-  gathering at that size; measured in ``bench/bench_onnx.py``), else a gather, a multiply
+  gathering at that size; measured in ``bench/studies/onnx_latency.py``), else a gather, a multiply
   and a sum over each node's padded neighbour list (:func:`gated_spmm_padded`), never a
   scatter-add, whose threaded onnxruntime kernel races on repeated targets.
 
@@ -33,6 +34,8 @@ _REFERENCES = {
     "patchify_compact": reference.patchify_compact,
     "select_swap": reference.select_swap,
     "prune_lowest": reference.prune_lowest,
+    "nearest_active": reference.nearest_active,
+    "neighbour_attention": reference.neighbour_attention,
 }
 _MESSAGE_PASSING = ("gated_spmm", "gated_spmm_tr")
 

@@ -12,7 +12,9 @@ op                      CPU                    CUDA
 compact, expand,        C++ (``csrc/cpu``)     Triton (``kernels/``)
 patchify_compact,
 select_swap,
-prune_lowest
+prune_lowest,
+nearest_active,
+neighbour_attention
 gated_spmm,             C++ (``csrc/cpu``)     CUDA C++ (``csrc/cuda``)
 induce_subgraph,
 bipartite
@@ -37,6 +39,8 @@ from .compact import compact
 from .expand import expand
 from .gated_spmm import gated_spmm
 from .induce_subgraph import induce_subgraph
+from .nearest_active import nearest_active
+from .neighbour_attention import neighbour_attention
 from .patchify_compact import patchify_compact
 from .prune_lowest import prune_lowest
 from .select_swap import select_swap
@@ -52,6 +56,8 @@ __all__ = [
     "gated_spmm",
     "induce_subgraph",
     "bipartite",
+    "nearest_active",
+    "neighbour_attention",
     "check_index",
     "reference",
 ]

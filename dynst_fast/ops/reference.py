@@ -157,3 +157,87 @@ def _select_columns(graph: CSRGraph, index: Tensor, rows: Tensor | None) -> CSRG
     rowptr[1:] = torch.cumsum(counts, 0)
     weight = graph.weight[edges][keep]
     return CSRGraph(rowptr, c[keep], weight, num_cols=index.numel(), validate=False)
+
+
+def nearest_active(candidates: Tensor, active: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """``(index [N, m], valid [N, m])``: each row's first ``m`` candidates (``[N, L]``,
+    -1 pads) whose ``active`` flag is set, in list order; unfilled slots index 0, invalid.
+    Standard operators only (cumulative count, scatter), so it exports as it is."""
+    n = candidates.shape[0]
+    ok = (candidates >= 0) & active[candidates.clamp(min=0)]
+    rank = torch.cumsum(ok.to(torch.int64), dim=1)  # 1-based among the active ones
+    taken = ok & (rank <= m)
+    slot = torch.where(taken, rank - 1, m)  # everything else lands in a spare column
+    index = candidates.new_zeros((n, m + 1)).scatter(1, slot, torch.where(taken, candidates, 0))
+    valid = torch.zeros((n, m + 1), dtype=torch.bool, device=candidates.device)
+    valid = valid.scatter(1, slot, taken)
+    return index[:, :m].contiguous(), valid[:, :m].contiguous()
+
+
+def _attention_weights(q, k, v, index, valid, bias, gate, scale):
+    """Gathered keys / values ``[B, N, m, *]``, the unnormalised terms ``e = exp(s - max)``
+    (0 where invalid), the normaliser z and the weights w (0 in rows where z = 0)."""
+    b, n, m = q.shape[0], index.shape[0], index.shape[1]
+    flat = index.reshape(-1)
+    kn = k.index_select(1, flat).reshape(b, n, m, k.shape[2])
+    vn = v.index_select(1, flat).reshape(b, n, m, v.shape[2])
+    s = scale * torch.einsum("bnd,bnmd->bnm", q, kn) + bias
+    s = s.masked_fill(~valid, float("-inf"))
+    top = s.amax(dim=-1, keepdim=True).detach()
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    e = torch.exp(s - top)
+    u = e * gate[index]
+    z = u.sum(dim=-1, keepdim=True)
+    has = z != 0
+    w = u / torch.where(has, z, torch.ones_like(z)) * has
+    return kn, vn, e, z, has, w
+
+
+def neighbour_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    index: Tensor,
+    valid: Tensor,
+    bias: Tensor,
+    gate: Tensor,
+    scale: float,
+) -> Tensor:
+    """``[B, N, E]``: attention of each target ``q [B, N, D]`` over its valid neighbours
+    ``index [N, m]`` among ``k [B, S, D]`` / ``v [B, S, E]``, scores ``scale <q, k> +
+    bias [B or 1, N, m]``, weights ``gate[j] exp(score)`` normalised; rows whose weights
+    sum to 0 give 0 (and no gradient)."""
+    _, vn, _, _, _, w = _attention_weights(q, k, v, index, valid, bias, gate, scale)
+    return torch.einsum("bnm,bnme->bne", w, vn)
+
+
+def neighbour_attention_backward(
+    grad_out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    index: Tensor,
+    valid: Tensor,
+    bias: Tensor,
+    gate: Tensor,
+    scale: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(dq, dk, dv, dbias, dgate)`` of :func:`neighbour_attention`: with ``a_j = <go,
+    v_j>`` and ``c = <go, out>``, ``ds_j = w_j (a_j - c)`` is the score gradient and
+    ``e_j (a_j - c) / z`` the gate gradient of neighbour j."""
+    kn, vn, e, z, has, w = _attention_weights(q, k, v, index, valid, bias, gate, scale)
+    out = torch.einsum("bnm,bnme->bne", w, vn)
+    a = torch.einsum("bne,bnme->bnm", grad_out, vn)
+    c = (grad_out * out).sum(-1, keepdim=True)
+    ds = w * (a - c)
+    dq = scale * torch.einsum("bnm,bnmd->bnd", ds, kn)
+    flat = index.reshape(-1)
+    b = q.shape[0]
+    dkn = scale * ds[..., None] * q[:, :, None, :]  # [B, N, m, D]
+    dk = torch.zeros_like(k).index_add(1, flat, dkn.reshape(b, -1, k.shape[2]))
+    dvn = w[..., None] * grad_out[:, :, None, :]
+    dv = torch.zeros_like(v).index_add(1, flat, dvn.reshape(b, -1, v.shape[2]))
+    dbias = ds if bias.shape[0] == ds.shape[0] else ds.sum(0, keepdim=True)
+    dg = e * (a - c) / torch.where(has, z, torch.ones_like(z)) * has
+    dgate = torch.zeros_like(gate).index_add(0, flat, dg.sum(0).reshape(-1))
+    return dq, dk, dv, dbias.to(bias.dtype), dgate

@@ -16,25 +16,26 @@ from dynst_fast.ops import _dispatch, reference
 
 COMPACTION_OPS = ("compact", "compact_backward", "expand", "patchify_compact",
                   "patchify_compact_backward", "select_swap", "prune_lowest")  # fmt: skip
+NEIGHBOUR_OPS = ("nearest_active", "neighbour_attention", "neighbour_attention_backward")
 GRAPH_OPS = ("gated_spmm", "gated_spmm_tr", "gated_spmm_backward", "csr_transpose",
              "induce_subgraph", "bipartite")  # fmt: skip
 
 
 def test_extension_loaded_with_every_schema_and_cpu_kernel():
     _extension.load_extension()
-    for name in (*COMPACTION_OPS, *GRAPH_OPS):
+    for name in (*COMPACTION_OPS, *NEIGHBOUR_OPS, *GRAPH_OPS):
         qualified = f"dynst_fast::{name}"
         assert torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CPU"), name
         assert name in _dispatch.KERNELS, name
         assert torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CUDA"), name
-    assert set(_dispatch.KERNELS) == {*COMPACTION_OPS, *GRAPH_OPS}
+    assert set(_dispatch.KERNELS) == {*COMPACTION_OPS, *NEIGHBOUR_OPS, *GRAPH_OPS}
 
 
 def test_default_cuda_kernels():
     """CUDA tensors run the Triton kernels (the reference without triton) for the
-    compaction ops and the CUDA C++ kernels (the reference in a CPU-only build) for the
-    graph ops."""
-    for name in COMPACTION_OPS:
+    compaction and neighbour ops and the CUDA C++ kernels (the reference in a CPU-only
+    build) for the graph ops."""
+    for name in (*COMPACTION_OPS, *NEIGHBOUR_OPS):
         assert _dispatch.cuda_kernel(name) == ("triton" if triton_available() else "reference")
     for name in GRAPH_OPS:
         assert _dispatch.cuda_kernel(name) == (
