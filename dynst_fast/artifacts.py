@@ -10,7 +10,8 @@ them back as a light :class:`RunBundle` for export, serving and benchmarks.
                     normalisation, resolved configuration: everything
                     :func:`rebuild_model` rebuilds the models from
 ``config.toml``     the resolved configuration (``dynst run --config`` it)
-``sensors.png``     the map of kept and dropped sensors
+``sensors.png``     the map of kept and dropped sensors (shaded by switch-on gain)
+``sensors_error.png`` the same map, dropped sensors shaded by their test MAE
 ``report.md``       a short human report
 ==================  ==========================================================
 
@@ -37,6 +38,7 @@ from .records import MaskRecord, RunMetrics
 from .rundir import (
     CHECKPOINT,
     CONFIG,
+    ERROR_PICTURE,
     MASK,
     METRICS,
     PICTURE,
@@ -189,6 +191,13 @@ def write_run(out: str | os.PathLike, record: RunRecord) -> None:
         gain = np.array([np.nan if g is None else g for g in mask.switch_on_gain], np.float64)
     theta = np.asarray(mask.theta, dtype=np.float32)
     space.picture(out / PICTURE, active, theta, title, gain=gain)
+    per_sensor = record.metrics.main.scores.get("mae_per_sensor")
+    if per_sensor is not None:
+        error = np.array([np.nan if e is None else e for e in per_sensor], np.float64)
+        units = f" ({record.units})" if record.units else ""
+        space.picture(out / ERROR_PICTURE, active, theta, f"{title}: test MAE of the dropped",
+                      gain=np.where(active, np.nan, error),
+                      gain_label=f"test MAE{units}, switched-off sensors")  # fmt: skip
     write_atomic(out / REPORT, record.report)
     publish(out, final)
     (final / PROGRESS).unlink(missing_ok=True)  # after: until then the run can resume
@@ -295,6 +304,8 @@ def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
         dense=dense,
         active_index=torch.as_tensor(mask.active_index, dtype=torch.int64),
         theta=torch.as_tensor(mask.theta, dtype=torch.float32),
-        splits=make_windows(ds, int(ck["t_in"]), int(ck["t_out"])),
+        splits=make_windows(
+            ds, int(ck["t_in"]), int(ck["t_out"]), calendar=model.space.calendar is not None
+        ),  # fmt: skip
         run_dir=run_dir,
     )

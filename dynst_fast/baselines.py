@@ -112,10 +112,10 @@ def _score(
     forecast: Callable[[Tensor], Tensor],
 ) -> dict:
     """The space's whole-field metrics (original units, float64) of ``forecast(x)`` on
-    ``data``, batch by batch."""
+    ``data``, batch by batch; ``forecast`` sees the data channels only (no calendar)."""
     acc = metric_stream(space, splits, data)
     for x, y in eval_loader(data):
-        pred = forecast(x).to(torch.float64)
+        pred = forecast(splits.data_input(x)).to(torch.float64)
         acc.update(splits.denormalize(pred), splits.denormalize(y.double()))
     return acc.result()
 
@@ -130,7 +130,9 @@ def linear_ar_baseline(
     splits: WindowSplits, space: SensorSpace, split: str = "test", ridge: float = 1e-3
 ) -> dict:
     """Metrics (original units) of `LinearAR` fitted on train, scored on ``split``."""
-    train = ((space.cells(x), space.cells(y)) for x, y in eval_loader(splits.train))
+    train = (
+        (space.cells(splits.data_input(x)), space.cells(y)) for x, y in eval_loader(splits.train)
+    )
     model = LinearAR(ridge).fit_batches(train)
     data = getattr(splits, split)
     return _score(splits, space, data, lambda x: space.from_cells(model.predict(space.cells(x)), x))

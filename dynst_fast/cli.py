@@ -150,6 +150,12 @@ def _predict_parser(pr: argparse.ArgumentParser) -> None:
         help="onnxruntime intra-op threads (default: one per core)",
     )
     pr.add_argument(
+        "--time",
+        default=None,
+        help="for a model with calendar inputs: the local time of the last input step "
+        "(ISO 8601, e.g. 2012-03-07T23:55)",
+    )
+    pr.add_argument(
         "--graph-optimization",
         choices=("disable", "basic", "extended", "all"),
         default="all",
@@ -281,6 +287,7 @@ def _predict(args: argparse.Namespace) -> int:
         on_missing=args.on_missing,
         threads=args.threads,
         optimization=args.graph_optimization,
+        time=args.time,
     )
     print(f"wrote {args.out}: {info['output_shape']} forecast in {info['units'] or 'data units'}")
     return 0

@@ -26,6 +26,15 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SPARSE_SCHEMES = schemes.scheme_names(sparse=True)
+PRUNE_BY = ("auto", "theta", "taylor")
+
+
+def prune_signal(prune_by: str, kind: str) -> str:
+    """The pruning signal ``prune_by`` stands for on ``kind`` data (``auto``: taylor on
+    graph data, theta on grid data)."""
+    if prune_by == "auto":
+        return "taylor" if kind == "graph" else "theta"
+    return prune_by
 
 
 def setting(
@@ -107,11 +116,13 @@ class ScheduleConfig:
     mask_frac: float = setting(0.3, "share of each round's steps that train theta")
     swap_fraction: float = setting(0.05, "share of the active sensors swapped per round")
     prune_by: str = setting(
-        "theta",
-        "what a round end prunes the lowest of: theta (|theta|, Eq. 4) or taylor "
-        "(|theta| x the mean |dL/dg| since the last swap: the first-order loss change of "
-        "switching a sensor off)",
-        choices=("theta", "taylor"),
+        "auto",
+        "what a round end prunes the lowest of: theta (|theta|, Eq. 4), taylor (|theta| x "
+        "the mean |dL/dg| since the last swap: the first-order loss change of switching a "
+        "sensor off, which lets the read-out say which sensors the others stand in for), or "
+        "auto: taylor on graph data, theta on grid data (the better of the two on each kind's "
+        "validation runs, bench/results/readout_attempts.md)",
+        choices=PRUNE_BY,
     )
     theta_lr: float = setting(2e-2, "Adam learning rate of theta in mask phases")
     l1: float = setting(1e-3, "L1 pull on theta in mask phases")
@@ -165,6 +176,17 @@ class TrainConfig:
         0.0,
         "fine-tune with this share of the active sensors failed at random in every step "
         "(switched off as at serving time), so that forecasts degrade gracefully",
+    )
+    sensor_dropout: float = setting(
+        0.0,
+        "train the dense model with this share of the sensors switched off at random in "
+        "every step (through the gate), so that it learns to forecast sensors it cannot see "
+        "before any is pruned",
+    )
+    distill: float = setting(
+        0.0,
+        "weight of the dense model's forecasts as a second target of every sparse model "
+        "(distillation, L1)",
     )
 
 
@@ -266,6 +288,10 @@ class RunConfig:
                 raise ValueError(f"{flag_of(section, name)} must be in [0, 1]")
         if not 0.0 <= t.failure_rate < 1.0:
             raise ValueError(f"--failure-rate must be in [0, 1), got {t.failure_rate}")
+        if not 0.0 <= t.sensor_dropout < 1.0:
+            raise ValueError(f"--sensor-dropout must be in [0, 1), got {t.sensor_dropout}")
+        if not (math.isfinite(t.distill) and t.distill >= 0):
+            raise ValueError(f"--distill must be >= 0, got {t.distill}")
         if not 0.0 <= s.swap_fraction < 1.0:
             raise ValueError(f"--swap-fraction must be in [0, 1), got {s.swap_fraction}")
         for section, name in ((t, "lr"), (s, "theta_lr")):

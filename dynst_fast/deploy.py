@@ -88,7 +88,7 @@ def example_inputs(bundle: RunBundle, index: Tensor, max_windows: int = 64) -> T
     input sensors only), without NaN, float32."""
     kept, count = [], 0
     for x, _ in eval_loader(bundle.splits.test):  # batch by batch, until enough are found
-        x = bundle.splits.denormalize(x.to(torch.float32))
+        x = bundle.splits.denormalize_input(x.to(torch.float32))
         x = x[torch.isfinite(x).flatten(1).all(dim=1)][: max_windows - count]
         kept.append(x)
         count += x.shape[0]

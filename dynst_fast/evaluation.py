@@ -91,6 +91,7 @@ def evaluate_model(
     shard: bool = False,
     metrics: StreamingMetrics | None = None,
     kept: Tensor | None = None,
+    per_sensor: bool = False,
 ) -> dict[str, Any]:
     """The space's whole-field metrics (original units) of ``model`` on ``split``, batch
     by batch: a compacted model if ``active_index`` is given (it receives only those
@@ -98,12 +99,15 @@ def evaluate_model(
     scores its share of the batches and the sums are all-reduced. ``metrics``: this
     accumulator instead of the space's (``space`` is then needed only to gather).
     ``kept``: sensor indices whose values are also scored apart (``"kept"``) from the
-    others (``"dropped"``); default the compacted model's ``active_index``."""
+    others (``"dropped"``); default the compacted model's ``active_index``. ``per_sensor``:
+    every sensor's MAE too (``"mae_per_sensor"``, ``[N]``)."""
     data = getattr(splits, split)
     acc = metric_stream(space, splits, data) if metrics is None else metrics
     kept = active_index if kept is None else kept
     if kept is not None and space is not None:
         acc.split_by(space.kept_cells(kept, splits.mean.shape))
+    if per_sensor and space is not None:
+        acc.per_sensor(space.sensor_of_cells(splits.mean.shape))
     for pred, y in forecasts(model, data, gate, space, active_index, shard=shard):
         acc.update(splits.denormalize(pred), splits.denormalize(y))
     if shard:

@@ -251,6 +251,8 @@ class StreamingMetrics:
     ``split_by(kept)`` also scores two parts of the field apart: the cells where ``kept``
     (bool, broadcastable to one step ``[...]`` of the targets) is True, the kept sensors,
     and the others, the dropped ones; ``result()`` then has ``"kept"`` and ``"dropped"``.
+    ``per_sensor(sensor_of)`` also scores every sensor apart (``sensor_of``: each cell's
+    sensor number, shaped like one step); ``result()`` then has ``"mae_per_sensor"``.
     """
 
     def __init__(self, t_out: int, data_range: float | None = None) -> None:
@@ -261,6 +263,16 @@ class StreamingMetrics:
         self.ssim_sums = torch.zeros(2, dtype=torch.float64)
         self.kept: Tensor | None = None
         self.part_sums = torch.zeros(2, 3, self.t_out, dtype=torch.float64)  # kept, dropped
+        self.sensor_of: Tensor | None = None
+        self.sensor_sums = torch.zeros(2, 0, dtype=torch.float64)  # abs-error sum, count
+
+    def per_sensor(self, sensor_of: Tensor) -> StreamingMetrics:
+        """Score every sensor apart too (``sensor_of``: int64 sensor number of every cell of
+        a step, from 0); returns self."""
+        self.sensor_of = sensor_of.detach().cpu().to(torch.int64).reshape(-1)
+        count = int(self.sensor_of.max()) + 1 if self.sensor_of.numel() else 0
+        self.sensor_sums = torch.zeros(2, count, dtype=torch.float64)
+        return self
 
     def split_by(self, kept: Tensor) -> StreamingMetrics:
         """Score the kept cells (``kept`` True) and the dropped ones apart too; returns self."""
@@ -296,6 +308,16 @@ class StreamingMetrics:
                 self.part_sums[g, 0] += e.abs().sum(dims)
                 self.part_sums[g, 1] += (e * e).sum(dims)
                 self.part_sums[g, 2] += (valid & part).sum(dims)
+        if self.sensor_of is not None:
+            cells = err.abs().sum((0, 1)).reshape(-1)  # [cells]
+            if cells.numel() != self.sensor_of.numel():
+                raise ValueError(
+                    f"sensor_of has {self.sensor_of.numel()} cells, a step {cells.numel()}"
+                )
+            self.sensor_sums[0].index_add_(0, self.sensor_of, cells)
+            self.sensor_sums[1].index_add_(
+                0, self.sensor_of, valid.sum((0, 1)).reshape(-1).double()
+            )
         if self.data_range is not None and t.numel():
             frames = t.numel() // (t.shape[-1] * t.shape[-2])
             self.ssim_sums[0] += float(ssim(p, t, self.data_range)) * frames
@@ -308,6 +330,7 @@ class StreamingMetrics:
         distributed.all_reduce_sum(self.sums)
         distributed.all_reduce_sum(self.ssim_sums)
         distributed.all_reduce_sum(self.part_sums)
+        distributed.all_reduce_sum(self.sensor_sums)
 
     def result(self) -> dict[str, Any]:
         """What `evaluate` returns (plus `image_metrics`' keys with ``data_range``)."""
@@ -329,6 +352,9 @@ class StreamingMetrics:
             out["ssim"] = float(self.ssim_sums[0] / self.ssim_sums[1])
             out["psnr"] = float(10 * np.log10(self.data_range**2 / mse_all))
             out["data_range"] = self.data_range
+        if self.sensor_of is not None:
+            a, n = self.sensor_sums
+            out["mae_per_sensor"] = torch.where(n > 0, a / n.clamp_min(1), torch.nan).tolist()
         if self.kept is not None:
             for g, name in enumerate(("kept", "dropped")):
                 a, q, n = self.part_sums[g]

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import distributed, preflight
-from .config import RunConfig, ScheduleConfig, TrainConfig
+from .config import RunConfig, ScheduleConfig, TrainConfig, prune_signal
 from .constraints import Constraints
 from .constraints import from_config as constraints_from_config
 from .data import Dataset, ReadOptions, WindowSplits, load_dataset, make_windows
@@ -100,7 +100,14 @@ def make_stage(
 ) -> Stage:
     """The stage of one scheme over ``train.epochs`` epochs of ``num_windows`` windows in
     global batches of ``train.batch_size`` per process x ``world`` processes (default:
-    this job's), its schedule checked (``preflight.check_schedule``)."""
+    this job's), its schedule checked (``preflight.check_schedule``). ``settings.prune_by``
+    must name the signal itself (``config.prune_signal`` resolves ``auto`` for a kind of
+    data; ``resolve`` does it for a run)."""
+    if settings.prune_by not in ("theta", "taylor"):
+        raise ValueError(
+            f"make_stage: prune_by {settings.prune_by!r} is not resolved: give theta or taylor "
+            "(config.prune_signal(prune_by, space.kind))"
+        )
     s = scheme(name)
     world = distributed.world_size() if world is None else world
     schedule = preflight.check_schedule(
@@ -155,7 +162,8 @@ def resolve_config(cfg: RunConfig, ds: Dataset, space: SensorSpace) -> RunConfig
     """``cfg`` with every default that depends on the data filled in (a new config): the
     model (the default of the data's kind), all its options, the sparsity (the planted
     one on synthetic data, else 0.5; none with a budget), the main scheme (``mask`` with
-    ``--mask``) and the run directory."""
+    ``--mask``), the pruning signal (``auto``'s choice for the data's kind) and the run
+    directory."""
     name = cfg.model.name or default_backbone(space.kind)
     spec = backbone(name)
     if space.kind != spec.space:
@@ -180,10 +188,13 @@ def resolve_config(cfg: RunConfig, ds: Dataset, space: SensorSpace) -> RunConfig
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(ds.name)).strip("._") or "data"
     target = f"b{budget:g}" if budget is not None else f"s{sparsity:g}"
     out = cfg.out or (f"runs/{safe}_{name}_{main}_{target}_seed{cfg.seed}")
+    prune_by = prune_signal(cfg.schedule.prune_by, space.kind)
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, name=name, hidden=None, options=options),
-        schedule=dataclasses.replace(cfg.schedule, sparsity=sparsity, scheme=main),
+        schedule=dataclasses.replace(
+            cfg.schedule, sparsity=sparsity, scheme=main, prune_by=prune_by
+        ),
         out=out,
     )
 
@@ -225,8 +236,12 @@ def resolve(
     ds = load(cfg) if dataset is None else dataset
     space = ds.sensor_space(cfg.data.patch)
     cfg = resolve_config(cfg, ds, space)
+    calendar = getattr(ds, "calendar", None) if cfg.model.options.get("calendar") else None
+    space.with_calendar(calendar)  # the backbone asks for it and the data can say it
     constraints = constraints_from_config(cfg.constraints, space.ids)
-    splits = make_windows(ds, t_in=cfg.data.t_in, t_out=cfg.data.horizon)
+    splits = make_windows(
+        ds, t_in=cfg.data.t_in, t_out=cfg.data.horizon, calendar=calendar is not None
+    )
     n = space.num_sensors
     budget = constraints is not None and constraints.budget is not None
     sparsity = constraints.sizing_sparsity() if budget else float(cfg.schedule.sparsity)

@@ -73,10 +73,11 @@ def draw_sensors(
     title: str = "",
     geographic: bool = True,
     gain: np.ndarray | None = None,
+    gain_label: str = "switch-on gain, est. MAE decrease",
 ) -> None:
     """Write a PNG: edges in light grey, kept sensors as circles (colour = theta), dropped
-    ones as squares (hollow, or shaded by their switch-on ``gain``, the paper's Fig. 4),
-    planted sensors (if known) ringed."""
+    ones as squares (hollow, or shaded by ``gain``: their switch-on gain, the paper's
+    Fig. 4, or what ``gain_label`` says), planted sensors (if known) ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +121,7 @@ def draw_sensors(
     if theta is not None:
         fig.colorbar(sc, ax=ax, shrink=0.8, label="theta (kept sensors)")
     if gain is not None and (~active).any():
-        fig.colorbar(dropped, ax=ax, shrink=0.8, label="switch-on gain, est. MAE decrease")
+        fig.colorbar(dropped, ax=ax, shrink=0.8, label=gain_label)
     if planted is not None and len(planted):
         p = np.asarray(planted)
         ax.scatter(
@@ -157,10 +158,12 @@ def draw_patches(
     units: str = "",
     title: str = "",
     gain: np.ndarray | None = None,
+    gain_label: str = "switch-on gain",
 ) -> None:
     """Write a PNG: the field ``frame [H, W]`` with the patch grid over it; dropped
-    patches hatched and greyed out (or shaded by their switch-on ``gain``, darker orange
-    = more to gain), kept ones outlined (line width grows with |theta|),
+    patches hatched and greyed out (or shaded by ``gain``, their switch-on gain or what
+    ``gain_label`` says: darker orange = more), kept ones outlined (line width grows with
+    |theta|),
     planted patches (if known) outlined in red. Axes are cell indices, labelled with
     latitude/longitude when given; padding cells (bottom/right) are drawn blank."""
     import matplotlib

@@ -142,15 +142,35 @@ def _per_horizon(m: RunMetrics) -> list[str]:
     return [*out, ""]
 
 
+def _blind_spots(worst: list[tuple[str, float, float]], units: str) -> list[str]:
+    if not worst:
+        return []
+    u = f" ({units})" if units else ""
+    lines = [
+        "## Where the sparse network is blind",
+        "",
+        "The switched-off sensors it forecasts worst (test MAE; `metrics.json` holds every "
+        "sensor's as `mae_per_sensor`, and `sensors_error.png` shades them), beside the "
+        "dense model, which still sees them:",
+        "",
+        f"| sensor | sparse MAE{u} | dense MAE{u} |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {sid} | {a:.4g} | {b:.4g} |" for sid, a, b in worst]
+    return [*lines, ""]
+
+
 def render_report(
     m: RunMetrics,
     history: list[dict[str, Any]],
     notes: list[str] = (),
     candidates: list[tuple[str, float]] = (),
+    worst: list[tuple[str, float, float]] = (),
 ) -> str:
     """Markdown report of a run (what was trained, results, mask history); ``notes`` are
     paragraphs about the data's layout (``SensorSpace.notes``), ``candidates`` the best
-    switched-off sensors to switch back on, ``(id, estimated MAE decrease)``."""
+    switched-off sensors to switch back on, ``(id, estimated MAE decrease)``, ``worst``
+    the switched-off sensors forecast worst, ``(id, sparse MAE, dense MAE)``."""
     rows = _rows(m)
     md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -198,6 +218,7 @@ def render_report(
         "",
         "![sensors](sensors.png)",
         "",
+        *_blind_spots(list(worst), m.units),
         *_candidates(candidates, m.units),
         "## Mask history",
         "",

@@ -142,7 +142,8 @@ def finish(plan: RunPlan, dense: Trained, sparse: dict[str, Trained], t_start: f
         for i in (mask.switch_on_ranking or [])[:RANK_IN_REPORT]
     ]
     notes = plan.space.notes(scores["dense"]) + non_finite(scores)
-    report = render_report(metrics, sp.history, notes, candidates)
+    worst = worst_switched_off(scores[main.scheme], scores["dense"], mask, plan)
+    report = render_report(metrics, sp.history, notes, candidates, worst)
     ds = plan.dataset
     record = RunRecord(
         config=plan.config,
@@ -194,9 +195,9 @@ def evaluate_run(
     its kept and dropped sensors apart (the dense model on those of ``kept``, the main
     scheme's active set, so that the two compare on the same sensors)."""
     splits, space = plan.splits, plan.space
-    out = {"dense": evaluate_model(dense.model, splits, space, kept=kept)}
+    out = {"dense": evaluate_model(dense.model, splits, space, kept=kept, per_sensor=True)}
     for name, c in compacts.items():
-        out[name] = evaluate_model(c, splits, space, active_index=c.index)
+        out[name] = evaluate_model(c, splits, space, active_index=c.index, per_sensor=True)
     return out
 
 
@@ -293,6 +294,17 @@ def run_metrics(
         else [space.ids[i] for i in space.planted.tolist()],
         constraints=constraints,
     )
+
+
+def worst_switched_off(
+    sparse: dict[str, Any], dense: dict[str, Any], mask: MaskRecord, plan: RunPlan
+) -> list[tuple[str, float, float]]:
+    """``(id, sparse MAE, dense MAE)`` of the switched-off sensors the sparse model
+    forecasts worst (test split), worst first: where the sparse network is blind."""
+    per, base = sparse["mae_per_sensor"], dense["mae_per_sensor"]
+    off = [i for i, a in enumerate(mask.active) if not a and per[i] == per[i]]
+    off.sort(key=lambda i: (-per[i], i))
+    return [(plan.space.ids[i], per[i], base[i]) for i in off[:RANK_IN_REPORT]]
 
 
 def non_finite(scores: dict[str, dict[str, Any]]) -> list[str]:

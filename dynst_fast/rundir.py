@@ -21,6 +21,7 @@ CONFIG, METRICS, MASK, PICTURE, REPORT = (
     "sensors.png",
     "report.md",
 )
+ERROR_PICTURE = "sensors_error.png"
 
 
 def _absolute(path: str | os.PathLike) -> Path:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .calendar import Calendar, parse_time
 from .sidecar import load as load_sidecar
 from .sidecar import sensor_axis
 
@@ -200,18 +201,56 @@ def make_session(model: str | os.PathLike, threads: int | None = None, optimizat
         raise PredictError(f"{model} is not a model onnxruntime can load ({_first(exc)})") from None
 
 
+def calendar_input(meta: dict, time: str | None) -> np.ndarray | None:
+    """``[T_in, F]``: the calendar features of the model's input steps, the last of them
+    at ``time`` (ISO 8601 local time); None for a model without calendar inputs."""
+    if "calendar" not in meta:
+        if time is not None:
+            raise PredictError("--time: this model takes no calendar inputs; leave it out")
+        return None
+    if time is None:
+        raise PredictError(
+            "this model reads the time of day and day of week: give --time, the local time "
+            "of the last input step (e.g. 2012-03-07T23:55)"
+        )
+    try:
+        cal = Calendar.from_dict(meta["calendar"], "the sidecar's calendar")
+        when = parse_time(time, "--time")
+    except ValueError as exc:
+        raise PredictError(str(exc)) from None
+    return cal.features_at(when, meta["t_in"])
+
+
+def with_calendar(x: np.ndarray, meta: dict, cal: np.ndarray | None) -> np.ndarray:
+    """The model's input: ``x`` (its data channels) with the calendar channels ``cal
+    [T_in, F]`` appended, the same for every window and sensor."""
+    if cal is None:
+        return x
+    f = cal.shape[1]
+    if meta["kind"] == "image":  # tiles [B, K, T, C, p, p]
+        b, k, t, _, p, _ = x.shape
+        extra = np.broadcast_to(cal[None, None, :, :, None, None], (b, k, t, f, p, p))
+        return np.ascontiguousarray(np.concatenate([x, extra], axis=3), dtype=np.float32)
+    b, t, k, _ = x.shape
+    extra = np.broadcast_to(cal[None, :, None, :], (b, t, k, f))
+    return np.ascontiguousarray(np.concatenate([x, extra], axis=3), dtype=np.float32)
+
+
 def run_model(
     model: str | os.PathLike,
     x: np.ndarray,
     meta: dict,
     alive: np.ndarray | None = None,
     session=None,
+    calendar: np.ndarray | None = None,
 ) -> np.ndarray:
     """onnxruntime on ``x[B, T_in, K, C]`` -> ``[B, T_out, N, C]``; ``alive [K]`` (1 =
     reporting, 0 = failed) for a model exported with that input (all ones if None);
-    ``session`` a :func:`make_session` of ``model`` (default settings if None)."""
+    ``session`` a :func:`make_session` of ``model`` (default settings if None);
+    ``calendar [T_in, F]`` the calendar features of a model with calendar inputs
+    (:func:`calendar_input`)."""
     sess = session if session is not None else make_session(model)
-    feed = {meta["input"]["name"]: x}
+    feed = {meta["input"]["name"]: with_calendar(x, meta, calendar)}
     if "alive" in meta:
         k = len(meta["sensor_ids"])
         feed[meta["alive"]["name"]] = (
@@ -278,13 +317,15 @@ def predict(
     on_missing: str = "drop",
     threads: int | None = None,
     optimization: str = "all",
+    time: str | None = None,
 ) -> dict[str, Any]:
     """Check, run and write; returns a short summary.
 
     ``on_missing="drop"``: an input sensor whose window holds NaN (or inf) is treated as
     failed, switched off through the model's ``alive`` input for that window (a warning
     names it); ``"fail"``: such an input is an error. ``threads`` and ``optimization``
-    are the onnxruntime session's settings (:func:`make_session`)."""
+    are the onnxruntime session's settings (:func:`make_session`). ``time``: for a model
+    with calendar inputs, the local time of every window's last input step."""
     if on_missing not in ON_MISSING:
         raise PredictError(
             f"--on-missing must be one of {', '.join(ON_MISSING)}, got {on_missing!r}"
@@ -294,15 +335,16 @@ def predict(
     meta = load_sidecar(model, sidecar)
     if Path(out).suffix == ".csv" and meta["kind"] != "graph":
         raise PredictError(f"{out}: image forecasts are written as .npy")
+    cal = calendar_input(meta, time)
     session = make_session(model, threads, optimization)
     if on_missing == "fail" or "alive" not in meta:
         x = read_input(input, meta)
-        y = run_model(model, x, meta, session=session)
+        y = run_model(model, x, meta, session=session, calendar=cal)
         failed = np.zeros((x.shape[0], 0), bool)
     else:
         x = read_input(input, meta, allow_missing=True)
         failed = failed_sensors(x, meta)
-        y = _run_with_failures(model, x, failed, meta, Path(input), session)
+        y = _run_with_failures(model, x, failed, meta, Path(input), session, cal)
     write_output(out, y, meta)
     return {
         "windows": int(x.shape[0]),
@@ -313,7 +355,13 @@ def predict(
 
 
 def _run_with_failures(
-    model: str | os.PathLike, x: np.ndarray, failed: np.ndarray, meta: dict, path: Path, session
+    model: str | os.PathLike,
+    x: np.ndarray,
+    failed: np.ndarray,
+    meta: dict,
+    path: Path,
+    session,
+    calendar: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run each group of windows that share a set of failed sensors with those sensors
     switched off (their input zeroed: it is not used)."""
@@ -339,7 +387,7 @@ def _run_with_failures(
         rows = np.nonzero(group.reshape(-1) == g)[0]
         alive = (~pattern).astype(np.float32)
         xs = np.ascontiguousarray(x[rows])
-        out = run_model(model, xs, meta, alive=alive, session=session)
+        out = run_model(model, xs, meta, alive=alive, session=session, calendar=calendar)
         if y is None:
             y = np.empty((x.shape[0], *out.shape[1:]), dtype=out.dtype)
         y[rows] = out

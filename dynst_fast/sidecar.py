@@ -6,8 +6,10 @@ input order), ``input_index`` (their numbers among all N), ``all_sensor_ids`` (t
 output order), ``channels``, ``t_in``, ``t_out``, ``units``, the layout (``kind``:
 ``graph`` or ``image``, the ``input`` / ``output`` shapes, an image model's ``grid``),
 and once exported the target's fields (input / output names, ``opset``, ``alive``,
-the verification and the model file's ``sha256``). Only json and hashlib are used here:
-a serving host needs no torch.
+the verification and the model file's ``sha256``). A model with calendar inputs has a
+``calendar`` (``steps_per_day``, ``start``, ``features``): its input carries those
+features after the data channels, which ``dynst predict --time`` computes. Only json and
+hashlib are used here: a serving host needs no torch.
 """
 
 from __future__ import annotations
@@ -91,6 +93,12 @@ def describe(
     }
 
 
+def calendar_features(meta: dict[str, Any]) -> int:
+    """F, the calendar channels the model's input carries after its data channels."""
+    cal = meta.get("calendar")
+    return len(cal["features"]) if isinstance(cal, dict) else 0
+
+
 def sensor_axis(meta: dict[str, Any]) -> int:
     """The axis of the K input sensors in the model's input (graphs 2, image tiles 1)."""
     return SENSOR_AXIS[meta["kind"]]
@@ -146,6 +154,17 @@ def _check_types(meta: dict[str, Any], side: str | os.PathLike) -> None:
         a = meta["alive"]
         if not isinstance(a, dict) or not isinstance(a.get("name"), str):
             raise bad("alive", "an object with the input's name")
+    if "calendar" in meta:
+        cal = meta["calendar"]
+        if not (
+            isinstance(cal, dict)
+            and isinstance(cal.get("steps_per_day"), int)
+            and not isinstance(cal.get("steps_per_day"), bool)
+            and cal["steps_per_day"] > 0
+            and isinstance(cal.get("start"), str)
+            and isinstance(cal.get("features"), list)
+        ):
+            raise bad("calendar", "an object with steps_per_day, start and features")
     for name in ("input", "output"):
         if not isinstance(meta[name].get("name"), str):
             raise bad(f"{name}.name", "a string")
@@ -171,6 +190,7 @@ def _check_types(meta: dict[str, Any], side: str | os.PathLike) -> None:
 def _consistent(meta: dict[str, Any]) -> bool:
     """Do the sidecar's shapes, ids and counts agree with each other?"""
     k, n, c = len(meta["sensor_ids"]), meta["num_sensors"], meta["channels"]
+    c_in = c + calendar_features(meta)
     if len(meta["input_index"]) != k:
         return False
     if "alive" in meta and meta["alive"].get("shape") != [k]:
@@ -181,12 +201,12 @@ def _consistent(meta: dict[str, Any]) -> bool:
     if len(meta["all_sensor_ids"]) != n or meta["kind"] not in SENSOR_AXIS:
         return False
     if meta["kind"] == "graph":
-        return shape_in[1:] == [meta["t_in"], k, c] and shape_out[1:] == [meta["t_out"], n, c]
+        return shape_in[1:] == [meta["t_in"], k, c_in] and shape_out[1:] == [meta["t_out"], n, c]
     g = meta.get("grid")
     if not isinstance(g, dict) or g.get("rows", 0) * g.get("cols", 0) != n:
         return False
     p = g["patch"]
-    return shape_in[1:] == [k, meta["t_in"], c, p, p] and shape_out[1:] == [
+    return shape_in[1:] == [k, meta["t_in"], c_in, p, p] and shape_out[1:] == [
         meta["t_out"],
         c,
         g["height"],

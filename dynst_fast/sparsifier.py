@@ -80,7 +80,7 @@ class Sparsifier:
         constraints: Constraints | None = None,
         average_ranks: bool = True,
         order: Tensor | None = None,
-        prune_by: str = ScheduleConfig.prune_by,
+        prune_by: str = "theta",
     ) -> None:
         if prune_by not in ("theta", "taylor"):
             raise ValueError(f"Sparsifier: prune_by must be theta or taylor, got {prune_by!r}")

@@ -84,10 +84,14 @@ class Stages:
         return self.train(self.plan.dense, self.plan.build_model())
 
     def sparse(self, stage: Stage, dense: Trained) -> Trained:
-        """Fine-tune a copy of the dense model under ``stage``'s scheme."""
-        return self.train(stage, copy.deepcopy(dense.model))
+        """Fine-tune a copy of the dense model under ``stage``'s scheme (the dense model
+        its teacher, with ``--distill``)."""
+        teacher = dense.model if self.plan.config.train.distill > 0 else None
+        return self.train(stage, copy.deepcopy(dense.model), teacher)
 
-    def train(self, stage: Stage, model: GatedBackbone) -> Trained:
+    def train(
+        self, stage: Stage, model: GatedBackbone, teacher: GatedBackbone | None = None
+    ) -> Trained:
         """Train ``model`` (in place) under ``stage``, or restore it if already trained."""
         cfg, name = self.plan.config, stage.name
         if name in self.progress.done:
@@ -109,6 +113,7 @@ class Stages:
                 if self.checkpoint
                 else None,
                 resume=resume,
+                teacher=teacher,
             )
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"the {name} model's {exc}") from None

@@ -190,11 +190,17 @@ def fit(
     progress: Callable[[dict[str, Any]], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
+    teacher: nn.Module | None = None,
 ) -> FitResult:
     """Train ``model`` (a gated backbone) with ``sparsifier`` (its scheme, schedule,
     constraints and starting set: a run plan's ``Stage.sparsifier()``); keeps the
     best-validation weights among epochs whose active set is final. Deterministic on
     CPU for a seed.
+
+    ``train.sensor_dropout``: while the dense model trains, each step switches a random
+    share of the sensors off through the gate, so that it learns to read out sensors it
+    cannot see. ``teacher`` (with ``train.distill`` > 0): a sparse model also learns the
+    teacher's forecasts of the same windows (L1, weight ``train.distill``).
 
     ``on_epoch(state)`` receives, after every epoch, the state that ``resume=state``
     continues from (weights, optimizer, sparsifier, RNGs, history).
@@ -202,6 +208,11 @@ def fit(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     failures = torch.Generator().manual_seed(seed + 1)  # which sensors fail (failure_rate)
+    dropped = torch.Generator().manual_seed(seed + 2)  # which sensors drop (sensor_dropout)
+    dropout = train.sensor_dropout if sparsifier.schedule.scheme.dense else 0.0
+    distill = train.distill if teacher is not None else 0.0
+    if teacher is not None:
+        teacher.eval()
     rank, world = distributed.rank(), distributed.world_size()
     loader = train_loader(splits.train, train.batch_size, gen, rank, world)
     steps_per_epoch = len(loader)
@@ -232,6 +243,8 @@ def fit(
         gen.set_state(resume["batch_rng"])
         if "failure_rng" in resume:
             failures.set_state(resume["failure_rng"])
+        if "dropout_rng" in resume:
+            dropped.set_state(resume["dropout_rng"])
         torch.set_rng_state(resume["torch_rng"])
         best_state = resume["best_state"]
         result.best_val_mae, result.best_epoch = resume["best_val_mae"], resume["best_epoch"]
@@ -259,8 +272,15 @@ def fit(
                 xa = compact.gather_input(xb)
                 pred = compact_net(xa) if alive is None else compact_net(xa, alive)
             else:
-                pred = net(xb, sp.gate())
+                gate = sp.gate()
+                if dropout > 0:
+                    gate = gate * random_failures(gate.numel(), dropout, dropped).to(gate)
+                pred = net(xb, gate)
             loss = rank_loss(pred, yb, weight)
+            if distill > 0:
+                with torch.no_grad():
+                    target = teacher(xb)
+                loss = loss + distill * rank_loss(pred, target, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             value = float(loss.detach())
@@ -318,6 +338,7 @@ def fit(
                     "sparsifier": sp.state_dict(),
                     "batch_rng": gen.get_state(),
                     "failure_rng": failures.get_state(),
+                    "dropout_rng": dropped.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "best_state": best_state,
                     "best_val_mae": result.best_val_mae,

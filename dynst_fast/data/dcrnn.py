@@ -17,10 +17,12 @@
 from __future__ import annotations
 
 import codecs
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from ..calendar import Calendar
 from ..graph import CSRGraph
 from .graph_formats import ADJ_FILES, GraphDataset, check_weights, read_adjacency, read_locations
 from .options import ReadOptions
@@ -102,7 +104,8 @@ def _read_h5(path: Path) -> tuple[np.ndarray, list[str], int | None]:
         except UnicodeError as exc:
             raise ValueError(f"{path.name}: a column name is not {enc} text ({exc})") from None
         kind = _attr(f[frames[0]]["axis1"], "kind") or ""
-    return vals, ids, _steps_per_day(index, kind)
+    spd = _steps_per_day(index, kind)
+    return vals, ids, spd, _calendar(index, kind, spd)
 
 
 def _attr(node, name: str) -> str | None:
@@ -151,6 +154,15 @@ def _steps_per_day(index: np.ndarray, kind: str) -> int | None:
     return int(round(per_day)) if per_day >= 1 and abs(per_day - round(per_day)) < 1e-9 else None
 
 
+def _calendar(index: np.ndarray, kind: str, spd: int | None) -> Calendar | None:
+    """The calendar of a regular datetime index (its first timestamp and steps per day)."""
+    if spd is None:
+        return None
+    unit = kind[len("datetime64") :].strip("[]") or "ns"
+    start = np.datetime64(int(index[0]), unit).astype("datetime64[s]").astype(object)
+    return Calendar(spd, start) if isinstance(start, datetime) else None
+
+
 def _read_adj_mx(path: Path, ids: list[str]) -> tuple[CSRGraph, list[str]]:
     """DCRNN's pickle: the graph and the sensor order it defines."""
     obj = load_plain_pickle(path)
@@ -187,7 +199,7 @@ def load_dcrnn_dataset(path: Path, options: ReadOptions | None = None) -> GraphD
     """The data set of the DCRNN layout at ``path`` (``data`` is not used)."""
     d = path if path.is_dir() else path.parent
     h5 = path if path.is_file() else next(d.glob("*.h5"))
-    vals, ids, spd = _read_h5(h5)
+    vals, ids, spd, calendar = _read_h5(h5)
     if vals.ndim != 2 or vals.shape[0] < 2 or vals.shape[1] < 1:
         raise ValueError(f"{h5.name}: values are {vals.shape}, expected {LAYOUT}")
     if len(set(ids)) != len(ids):
@@ -219,4 +231,5 @@ def load_dcrnn_dataset(path: Path, options: ReadOptions | None = None) -> GraphD
         coords=None if loc is None else read_locations(loc, ids),
         units="mph",  # METR-LA and PEMS-BAY hold speeds
         steps_per_day=spd,
+        calendar=calendar,
     )

@@ -9,7 +9,8 @@ A data set is a values file plus an adjacency (DESIGN.md section 7):
   ``scipy.sparse.save_npz`` file, N x N), or ``edges.csv`` with a header
   ``source,target[,weight]`` (sensor ids or 0-based indices; weight defaults to 1);
 - optional ``locations.csv`` (``[index,]sensor_id,latitude,longitude`` or ``x,y``) and
-  ``meta.json`` (``name``, ``units``, ``steps_per_day``).
+  ``meta.json`` (``name``, ``units``, ``steps_per_day``, ``start``: the time of the
+  first step, which with ``steps_per_day`` gives the calendar).
 
 Adjacency convention as in `CSRGraph`: row = target, column = source, weights as given
 (self-loops kept). Every problem with the files raises one ``ValueError`` /
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calendar import Calendar, calendar_from_meta
 from ..graph import CSRGraph, as_graph
 from ..sensors import GraphSensors
 from .arrays import CHUNK_STEPS, load_npy, load_npz_member
@@ -49,6 +51,7 @@ class GraphDataset:
     planted: np.ndarray | None = None  # sorted int64 planted sensor indices (synthetic only)
     steps_per_day: int | None = None  # e.g. 288 for 5-minute data
     geographic: bool = True  # coords are (latitude, longitude); False: plain (x, y)
+    calendar: Calendar | None = None  # when each step is, where the data says so
 
     def __post_init__(self) -> None:
         # the graph may come as a PyG Data or (edge_index, edge_weight): see as_graph
@@ -380,6 +383,7 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
         coords = read_locations(d / "locations.csv", ids)
     is_speed = vfile.name == "speed.csv"  # Los-loop / METR-LA style: 5-minute speeds in mph
     spd = meta.get("steps_per_day", 288 if is_speed else None)
+    calendar = calendar_from_meta(meta, str(d / "meta.json"))
     return GraphDataset(
         name=str(meta.get("name", d.name)),
         values=np.ascontiguousarray(vals),
@@ -389,4 +393,5 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
         units=str(meta.get("units", "mph" if is_speed else "")),
         planted=None,
         steps_per_day=None if spd is None else int(spd),
+        calendar=calendar,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calendar import Calendar, calendar_from_meta
 from ..morph import PatchGrid
 from ..sensors import PatchSensors
 from .arrays import load_npy
@@ -37,6 +38,7 @@ class GridDataset:
     planted: np.ndarray | None = None  # sorted planted patch indices (synthetic only) ...
     planted_patch: int | None = None  # ... for this patch size
     steps_per_day: int | None = None
+    calendar: Calendar | None = None  # when each step is, where the data says so
 
     @property
     def num_steps(self) -> int:
@@ -159,6 +161,12 @@ def load_grid_dataset(path: str | os.PathLike) -> GridDataset:
     spd = meta.get("steps_per_day")
     if spd is None and meta.get("step_hours"):
         spd = round(24 / float(meta["step_hours"]))
+    start = meta.get("start", meta.get("time_start"))
+    calendar = None
+    if spd is not None and isinstance(start, str):
+        calendar = calendar_from_meta(
+            {"steps_per_day": int(spd), "start": start[:19]}, f"meta.json in {str(f.parent)!r}"
+        )
     name = meta.get("name") or (f.parent.name if p.is_dir() or f.stem in ("values",) else f.stem)
     return GridDataset(
         name=str(name),
@@ -167,6 +175,7 @@ def load_grid_dataset(path: str | os.PathLike) -> GridDataset:
         latitude=lat,
         longitude=lon,
         steps_per_day=None if spd is None else int(spd),
+        calendar=calendar,
     )
 
 

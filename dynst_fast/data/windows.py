@@ -18,6 +18,11 @@ only, ignoring NaN (a constant sensor gets std 1).
 Missing values: in the **inputs** x a NaN is replaced by 0 after normalisation, i.e. by
 the sensor's training mean; the **targets** y keep NaN so that losses and metrics mask
 them out (`dynst_fast.metrics`).
+
+Calendar (``make_windows(..., calendar=True)`` on data that has one): every input step
+also carries the calendar features of its time (``dynst_fast.calendar``), appended
+after the data channels and the same for every sensor or cell: x ``[t_in, N, C + F]``
+(graphs) or ``[t_in, C + F, H, W]`` (grids). Targets never carry them.
 """
 
 from __future__ import annotations
@@ -44,14 +49,43 @@ class WindowDataset(Dataset):
     in the full series, so window i's first target step is ``start + i + t_in``.
     """
 
-    def __init__(self, part: Tensor, t_in: int, t_out: int, start: int = 0) -> None:
+    def __init__(
+        self,
+        part: Tensor,
+        t_in: int,
+        t_out: int,
+        start: int = 0,
+        calendar: Tensor | None = None,
+    ) -> None:
         if part.dim() not in (3, 4):
             raise ValueError(
                 f"WindowDataset: part must be [L, N, C] or [L, C, H, W], got {tuple(part.shape)}"
             )
+        if calendar is not None and (calendar.dim() != 2 or calendar.shape[0] != part.shape[0]):
+            raise ValueError(
+                f"WindowDataset: calendar must be [L, F] with L = {part.shape[0]}, got "
+                f"{tuple(calendar.shape)}"
+            )
         self.t_in, self.t_out, self.start = int(t_in), int(t_out), int(start)
         self._y = part.to(torch.float32).contiguous()  # the only copy: inputs are filled per fetch
+        self._cal = None if calendar is None else calendar.to(torch.float32).contiguous()
         self._n = max(0, part.shape[0] - self.t_in - self.t_out + 1)
+
+    @property
+    def calendar_features(self) -> int:
+        """F, the calendar channels appended to every input step (0: none)."""
+        return 0 if self._cal is None else int(self._cal.shape[1])
+
+    def _with_calendar(self, x: Tensor, steps: Tensor) -> Tensor:
+        """``x [b, t, N, C]`` / ``[b, t, C, H, W]`` of the part's ``steps [b, t]`` with the
+        calendar channels appended (x itself when there is no calendar)."""
+        if self._cal is None:
+            return x
+        cal = self._cal[steps]  # [b, t, F]
+        if x.dim() == 4:  # graph: channels last
+            return torch.cat([x, cal[:, :, None, :].expand(*x.shape[:3], -1)], dim=-1)
+        b, t, _, h, w = x.shape
+        return torch.cat([x, cal[..., None, None].expand(b, t, -1, h, w)], dim=2)
 
     def __len__(self) -> int:
         return self._n
@@ -68,13 +102,16 @@ class WindowDataset(Dataset):
         if not 0 <= i < self._n:
             raise IndexError(f"window index out of range for {self._n} windows")
         s = i + self.t_in
-        return torch.nan_to_num(self._y[i:s], nan=0.0), self._y[s : s + self.t_out].clone()
+        x = self._with_calendar(torch.nan_to_num(self._y[i:s], nan=0.0)[None],
+                                torch.arange(i, s)[None])[0]  # fmt: skip
+        return x, self._y[s : s + self.t_out].clone()
 
     def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         if idx.numel() and (int(idx.min()) < -self._n or int(idx.max()) >= self._n):
             raise IndexError(f"window index out of range for {self._n} windows")
         idx = torch.where(idx < 0, idx + self._n, idx)
-        x = self._y[idx[:, None] + torch.arange(self.t_in)].nan_to_num_(nan=0.0)
+        steps = idx[:, None] + torch.arange(self.t_in)
+        x = self._with_calendar(self._y[steps].nan_to_num_(nan=0.0), steps)
         y = self._y[idx[:, None] + self.t_in + torch.arange(self.t_out)]
         return x, y
 
@@ -84,14 +121,16 @@ class WindowDataset(Dataset):
         batches)."""
         n, ti = self._n, self.t_in
         x = torch.nan_to_num(self._y[: n + ti - 1]).unfold(0, ti, 1).movedim(-1, 1)
+        x = self._with_calendar(x, torch.arange(n)[:, None] + torch.arange(ti))
         y = self._y[ti:].unfold(0, self.t_out, 1).movedim(-1, 1)
         return x.contiguous(), y.contiguous()
 
     def head(self, count: int) -> WindowDataset:
         """The first ``min(count, len(self))`` windows as a dataset of their own (a view)."""
         keep = min(max(int(count), 0), self._n)
-        part = self._y[: keep + self.t_in + self.t_out - 1] if keep else self._y[:0]
-        return WindowDataset(part, self.t_in, self.t_out, start=self.start)
+        end = keep + self.t_in + self.t_out - 1 if keep else 0
+        cal = None if self._cal is None else self._cal[:end]
+        return WindowDataset(self._y[:end], self.t_in, self.t_out, start=self.start, calendar=cal)
 
     def part(self) -> Tensor:
         """The normalised part ``[L, ...]`` the windows are cut from (NaN kept; a view)."""
@@ -113,7 +152,8 @@ class WindowDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"WindowDataset(windows={self._n}, t_in={self.t_in}, t_out={self.t_out}, "
-            f"step={tuple(self._y.shape[1:])}, start={self.start})"
+            f"step={tuple(self._y.shape[1:])}, start={self.start}, "
+            f"calendar={self.calendar_features})"
         )
 
 
@@ -151,6 +191,30 @@ class WindowSplits:
         """Normalised -> original units, on ``[..., N, C]`` / ``[..., C, H, W]``."""
         m, s = self._stats(y)
         return y * s + m
+
+    @property
+    def calendar_features(self) -> int:
+        """F, the calendar channels the inputs carry after their data channels (0: none)."""
+        return self.train.calendar_features
+
+    def denormalize_input(self, x: Tensor) -> Tensor:
+        """An input ``x`` in original units: its data channels denormalised, its calendar
+        channels (if any) as they are."""
+        f = self.calendar_features
+        if not f:
+            return self.denormalize(x)
+        axis = -1 if self.mean.ndim == 2 else 2
+        c = x.shape[axis] - f
+        data, cal = x.split([c, f], dim=axis)
+        return torch.cat([self.denormalize(data), cal], dim=axis)
+
+    def data_input(self, x: Tensor) -> Tensor:
+        """An input ``x`` without its calendar channels (x itself when there are none)."""
+        f = self.calendar_features
+        if not f:
+            return x
+        c = self.mean.shape[-1] if self.mean.ndim == 2 else self.mean.shape[0]
+        return x[..., :c] if self.mean.ndim == 2 else x[:, :, :c]
 
 
 def split_bounds(num_steps: int, split: Sequence[float]) -> tuple[int, int]:
@@ -202,9 +266,12 @@ def make_windows(
     t_in: int,
     t_out: int,
     split: Sequence[float] = (0.8, 0.1, 0.1),
+    calendar: bool = False,
 ) -> WindowSplits:
     """Split ``ds.values`` chronologically into train/val/test parts, normalise with the
-    train statistics, and window each part separately (see the module docstring)."""
+    train statistics, and window each part separately (see the module docstring);
+    ``calendar``: the inputs carry ``ds.calendar``'s features (``ValueError`` if the data
+    has no calendar)."""
     for name, v in (("t_in", t_in), ("t_out", t_out)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -227,10 +294,19 @@ def make_windows(
     for lo in range(0, T, CHUNK_STEPS):  # in float64 per chunk, never the whole series
         norm[lo : lo + CHUNK_STEPS] = (vals[lo : lo + CHUNK_STEPS] - mean) / std
     norm = torch.from_numpy(norm)
+    cal = None
+    if calendar:
+        if getattr(ds, "calendar", None) is None:
+            raise ValueError(
+                f"{ds.name}: the data says nothing of when its steps are (no start time and "
+                "steps per day): it has no calendar inputs"
+            )
+        cal = torch.from_numpy(ds.calendar.features(np.arange(T)))
+    part = (lambda lo, hi: None) if cal is None else (lambda lo, hi: cal[lo:hi])  # noqa: E731
     return WindowSplits(
-        train=WindowDataset(norm[:a], t_in, t_out, start=0),
-        val=WindowDataset(norm[a:b], t_in, t_out, start=a),
-        test=WindowDataset(norm[b:], t_in, t_out, start=b),
+        train=WindowDataset(norm[:a], t_in, t_out, start=0, calendar=part(0, a)),
+        val=WindowDataset(norm[a:b], t_in, t_out, start=a, calendar=part(a, b)),
+        test=WindowDataset(norm[b:], t_in, t_out, start=b, calendar=part(b, T)),
         mean=mean.astype(np.float32),
         std=std.astype(np.float32),
         t_in=t_in,

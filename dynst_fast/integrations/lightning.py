@@ -37,7 +37,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from ..config import ScheduleConfig
+from ..config import ScheduleConfig, prune_signal
 from ..constraints import Constraints
 from ..schedule import Schedule
 from ..sparsifier import Sparsifier
@@ -134,7 +134,7 @@ class DynSTCallback(pl.Callback):
                 device=dev,
                 constraints=self.constraints,
                 order=self.order,
-                prune_by=self.prune_by,
+                prune_by=prune_signal(self.prune_by, self._backbone(pl_module).space.kind),
             )
         if sp.num_sensors != n:
             raise ValueError(

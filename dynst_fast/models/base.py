@@ -32,7 +32,9 @@ class GatedBackbone(nn.Module, ABC):
 
     Args:
         space: the sensor space of the data (graph nodes or image patches).
-        t_in, t_out: window lengths in steps. channels: C of the input and output.
+        t_in, t_out: window lengths in steps. channels: C of the input and output; an
+            input also carries the space's calendar channels after them
+            (``in_channels = C + space.calendar_features``).
     """
 
     gives_speedup: ClassVar[bool] = True  # False: the compacted model is no faster
@@ -49,6 +51,8 @@ class GatedBackbone(nn.Module, ABC):
                 raise ValueError(f"{type(self).__name__}: {name} must be a positive int, got {v!r}")
         self.space = space
         self.t_in, self.t_out, self.channels = t_in, t_out, channels
+        # inputs carry the space's calendar channels after the C data channels
+        self.in_channels = channels + space.calendar_features
 
     @property
     def num_sensors(self) -> int:
@@ -56,7 +60,7 @@ class GatedBackbone(nn.Module, ABC):
 
     def check_input(self, x: Tensor, who: str | None = None) -> None:
         """Raise a clear ``ValueError`` unless ``x`` is a full input of this model."""
-        self.space.check_input(x, who or type(self).__name__, self.t_in, self.channels)
+        self.space.check_input(x, who or type(self).__name__, self.t_in, self.in_channels)
 
     def full_gate(self, gate: Tensor | None, like: Tensor) -> Tensor:
         """``gate`` checked and in ``like``'s dtype; all ones if None."""
@@ -136,7 +140,7 @@ class CompactBackbone(nn.Module, ABC):
         """Raise a clear ``ValueError`` unless ``x_active`` is this model's active input."""
         p = self.parent
         p.space.check_active_input(
-            x_active, self.num_active, type(self).__name__, t or p.t_in, p.channels
+            x_active, self.num_active, type(self).__name__, t or p.t_in, p.in_channels
         )
 
     @abstractmethod

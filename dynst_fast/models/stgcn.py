@@ -15,6 +15,11 @@ gates has zero slope there.)
 
 Compacted form: the node streams run on the K active sensors over the induced
 sub-graph; the read-out reaches all N sensors over the bipartite graph A -> N.
+
+With ``attention`` (the default), every sensor also reads its m nearest active sensors by attention
+(``nn.NeighbourReadout``: nearness from the sensor space, by path on the graph or by
+distance between the sensors' coordinates), so that a switched-off sensor is forecast
+from the sensors near it even where no road links them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import normalize_adjacency
-from ..nn import ActiveGraph, GatedGraphConv, GraphReadout, ReadoutTerms, TemporalGLU
+from ..nn import (
+    ActiveGraph,
+    GatedGraphConv,
+    GraphReadout,
+    NeighbourReadout,
+    ReadoutTerms,
+    TemporalGLU,
+)
 from ..sensors import GraphSensors
 from .base import CompactBackbone, GatedBackbone
 from .registry import register_backbone
@@ -36,7 +48,14 @@ class STGCNOptions:
     """``hidden``: H, the node stream width. ``blocks``: (temporal GLU, graph conv) blocks;
     each GLU has kernel ``kernel`` and shortens time by ``stride``. ``readout``: width R of
     what each node sends to the read-out. ``embed``: width of the per-sensor embedding.
-    ``dropout``: in the head."""
+    ``dropout``: in the head. ``attention``: the read-out by attention over the
+    ``neighbours`` nearest active sensors (``heads`` heads), from candidate lists of
+    ``candidates`` sensors by ``near`` (``graph``: path length on the graph, the best on
+    Los-loop's validation split; ``geo``: distance between coordinates; ``auto``); off, a
+    sensor reads only its 1-hop neighbours. ``calendar``: the inputs carry the time of day
+    and day of week, where the data has them (they enter the node streams and the
+    read-out's queries). Both defaults won on Los-loop's validation split
+    (bench/results/readout_attempts.md)."""
 
     hidden: int = 32
     blocks: int = 2
@@ -45,6 +64,12 @@ class STGCNOptions:
     readout: int = 32
     embed: int = 8
     dropout: float = 0.0
+    attention: bool = True
+    neighbours: int = 8
+    heads: int = 4
+    candidates: int = 64
+    near: str = "graph"
+    calendar: bool = True
 
 
 class GatedSTGCN(GatedBackbone):
@@ -71,6 +96,12 @@ class GatedSTGCN(GatedBackbone):
         readout: int = STGCNOptions.readout,
         embed: int = STGCNOptions.embed,
         dropout: float = STGCNOptions.dropout,
+        attention: bool = STGCNOptions.attention,
+        neighbours: int = STGCNOptions.neighbours,
+        heads: int = STGCNOptions.heads,
+        candidates: int = STGCNOptions.candidates,
+        near: str = STGCNOptions.near,
+        calendar: bool = STGCNOptions.calendar,
     ) -> None:
         if not isinstance(space, GraphSensors):
             space = GraphSensors(space)
@@ -78,7 +109,7 @@ class GatedSTGCN(GatedBackbone):
         n = self.num_sensors
         self.graph = normalize_adjacency(space.graph.to(dtype=torch.float32))
         self.node_embed = nn.Parameter(torch.randn(n, embed) * 0.1)
-        self.inp = nn.Linear(channels + embed, hidden)
+        self.inp = nn.Linear(self.in_channels + embed, hidden)
         self.layers = nn.ModuleList()
         t = t_in
         for _ in range(blocks):
@@ -90,8 +121,16 @@ class GatedSTGCN(GatedBackbone):
         self.to_readout = nn.Linear(self.t_last * hidden, readout)
         self.readout = GraphReadout(self.graph)
         self.skip = nn.Linear(t_in * channels, t_out * channels)
+        self.neighbour = None
+        if attention:
+            cand, dist = space.candidates(candidates, near)
+            self.neighbour = NeighbourReadout(
+                torch.from_numpy(cand), torch.from_numpy(dist),
+                query_dim=embed + space.calendar_features,
+                key_dim=readout, width=readout, neighbours=neighbours, heads=heads,
+            )  # fmt: skip
         self.head = nn.Sequential(
-            nn.Linear(2 * readout + embed + 2, 2 * readout),
+            nn.Linear((3 if attention else 2) * readout + embed + 2, 2 * readout),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(2 * readout, t_out * channels),
@@ -115,31 +154,50 @@ class GatedSTGCN(GatedBackbone):
     def skip_of(self, x: Tensor) -> Tensor:
         """Each sensor's direct forecast from its own window: ``[B, M, t_out * C]``."""
         b, _, m, _ = x.shape
-        return self.skip(x.permute(0, 2, 1, 3).reshape(b, m, -1))
+        return self.skip(x[..., : self.channels].permute(0, 2, 1, 3).reshape(b, m, -1))
 
-    def head_out(self, terms: ReadoutTerms) -> Tensor:
-        """Every sensor's forecast from its read-out terms (``own``: the gated skip) and
-        its embedding: ``[B, t_out, N, C]``."""
-        b, n = terms.self_term.shape[:2]
-        feats = torch.cat(
-            [
-                terms.self_term,
-                terms.neighbours,
-                self.node_embed[None].expand(b, n, -1),
-                terms.degree.expand(b, n, 1),
-                terms.active.expand(b, n, 1),
-            ],
-            dim=-1,
+    def query_of(self, x: Tensor) -> Tensor:
+        """``[B, N, Q]`` (or ``[N, Q]`` without a calendar): what each sensor asks its
+        neighbours with: its embedding, and the calendar of the window's last step where
+        the inputs carry one."""
+        if not self.space.calendar_features:
+            # the parameter itself: a view of it made under no_grad would trip the autograd
+            # hooks of module trackers (FlopCounterMode)
+            return self.node_embed
+        cal = x[:, -1, 0, self.channels :]  # [B, F], the same for every sensor
+        b, (n, e) = x.shape[0], self.node_embed.shape
+        return torch.cat(
+            [self.node_embed[None].expand(b, n, e), cal[:, None].expand(b, n, cal.shape[1])], -1
         )
+
+    def head_out(self, terms: ReadoutTerms, near: Tensor | None = None) -> Tensor:
+        """Every sensor's forecast from its read-out terms (``own``: the gated skip), its
+        embedding and (``near [B, N, R]``) what it read from its nearest active sensors:
+        ``[B, t_out, N, C]``."""
+        b, n = terms.self_term.shape[:2]
+        parts = [
+            terms.self_term,
+            terms.neighbours,
+            self.node_embed[None].expand(b, n, -1),
+            terms.degree.expand(b, n, 1),
+            terms.active.expand(b, n, 1),
+        ]
+        if near is not None:
+            parts.insert(2, near)
+        feats = torch.cat(parts, dim=-1)
         out = self.head(feats) + terms.own[0]
         return out.reshape(b, n, self.t_out, self.channels).permute(0, 2, 1, 3)
 
     # ---------------------------------------------------------------- gated form
     def forward(self, x: Tensor, gate: Tensor | None = None) -> Tensor:
         self.check_input(x)
+        every = gate is None  # every sensor on: the read-out needs no search
         gate = self.full_gate(gate, x)
         r = self.encode(x, self.node_embed, self.layers, gate)
-        return self.head_out(self.readout(r, gate, self.skip_of(x)))
+        near = None
+        if self.neighbour is not None:
+            near = self.neighbour(self.query_of(x), r, None if every else gate)
+        return self.head_out(self.readout(r, gate, self.skip_of(x)), near)
 
     def compact(self, active_index: Tensor, theta: Tensor | None = None) -> CompactSTGCN:
         return CompactSTGCN(self, active_index, theta)
@@ -161,13 +219,18 @@ class CompactSTGCN(CompactBackbone):
             for layer in parent.layers
         )
         self.readout = parent.readout.compact(active)
+        self.neighbour = None if parent.neighbour is None else parent.neighbour.compact(self.index)
 
     def forward(self, x_active: Tensor, alive: Tensor | None = None) -> Tensor:
         p = self.parent
         self.check_active_input(x_active)
         gate = None if alive is None else self.gates(alive, x_active)
         r = p.encode(x_active, p.node_embed[self.index], self.layers, gate)
-        return p.head_out(self.readout(r, p.skip_of(x_active), gate=gate))
+        near = None
+        if self.neighbour is not None:
+            g = self.gates(alive, x_active)
+            near = self.neighbour(p.query_of(x_active), r, g, alive)
+        return p.head_out(self.readout(r, p.skip_of(x_active), gate=gate), near)
 
 
 @register_backbone(

@@ -43,7 +43,9 @@ from .registry import register_backbone
 class ViTOptions:
     """``dim``, ``depth``, ``heads``: encoder width, blocks, attention heads;
     ``decoder_dim``, ``decoder_depth``, ``decoder_heads``: the decoder's; ``mlp_ratio``:
-    MLP width / block width; ``dropout``: inside the MLPs."""
+    MLP width / block width; ``dropout``: inside the MLPs. ``calendar``: the inputs carry
+    the time of day and day of week, where the data has them (as channels of every
+    patch)."""
 
     dim: int = 64
     depth: int = 4
@@ -53,6 +55,7 @@ class ViTOptions:
     decoder_heads: int = 4
     mlp_ratio: float = 2.0
     dropout: float = 0.0
+    calendar: bool = False
 
 
 class GatedViT(GatedBackbone):
@@ -79,13 +82,14 @@ class GatedViT(GatedBackbone):
         decoder_heads: int = ViTOptions.decoder_heads,
         mlp_ratio: float = ViTOptions.mlp_ratio,
         dropout: float = ViTOptions.dropout,
+        calendar: bool = ViTOptions.calendar,
     ) -> None:
         if not isinstance(space, PatchSensors):
             space = PatchSensors(space)
         super().__init__(space, t_in, t_out, channels)
         self.grid = space.grid
         n, p = self.num_sensors, self.grid.patch
-        f_in, f_out = t_in * channels * p * p, t_out * channels * p * p
+        f_in, f_out = t_in * self.in_channels * p * p, t_out * channels * p * p
         self.embed = nn.Linear(f_in, dim)
         self.pos = nn.Parameter(torch.randn(n, dim) * 0.02)
         self.blocks = nn.ModuleList(

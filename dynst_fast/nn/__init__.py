@@ -14,6 +14,8 @@ gated block                compacted counterpart
 ``GatedAttention``,        themselves on the K active tokens with their gates
 ``GatedTransformerBlock``
 ``MaskTokenDecoder``       ``CompactMaskTokenDecoder``: mask tokens at the N - K others
+``NeighbourReadout``       ``CompactNeighbourReadout``: attention of every sensor over its
+                           m nearest active sensors (``ops.nearest_active``, picked once)
 =========================  ===========================================================
 
 Graph blocks hold the model's ``CSRGraph`` (one object, shared); their counterparts
@@ -26,6 +28,7 @@ from .active_graph import ActiveGraph
 from .attention import GatedAttention, GatedTransformerBlock
 from .graph_conv import CompactGraphConv, GatedGraphConv
 from .mask_decoder import CompactMaskTokenDecoder, MaskTokenDecoder
+from .neighbour_readout import CompactNeighbourReadout, NeighbourReadout
 from .readout import CompactGraphReadout, GraphReadout, ReadoutTerms
 from .temporal import TemporalGLU
 
@@ -41,4 +44,6 @@ __all__ = [
     "GatedTransformerBlock",
     "MaskTokenDecoder",
     "CompactMaskTokenDecoder",
+    "NeighbourReadout",
+    "CompactNeighbourReadout",
 ]

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..calendar import FEATURES as CALENDAR_FEATURES
+from ..calendar import Calendar
 from ..metrics import StreamingMetrics
 
 
@@ -35,6 +37,27 @@ class SensorSpace(ABC):
     def __init__(self, ids: list[str], planted: np.ndarray | None = None) -> None:
         self.ids = list(ids)
         self.planted = None if planted is None else np.asarray(planted, dtype=np.int64)
+        self.calendar: Calendar | None = None  # the inputs carry its features (with_calendar)
+
+    def with_calendar(self, calendar: Calendar | None) -> SensorSpace:
+        """This space, its inputs carrying ``calendar``'s features after their data
+        channels (None: no calendar inputs); returns itself."""
+        self.calendar = calendar
+        return self
+
+    @property
+    def calendar_features(self) -> int:
+        """F, the calendar channels of an input after its data channels (0: none)."""
+        return 0 if self.calendar is None else len(CALENDAR_FEATURES)
+
+    def calendar_state(self) -> dict[str, Any]:
+        """The calendar's part of :meth:`state` (empty without one)."""
+        return {} if self.calendar is None else {"calendar": self.calendar.to_dict()}
+
+    def restore_calendar(self, state: dict[str, Any]) -> SensorSpace:
+        """This space with the calendar of a :meth:`state` (if it has one)."""
+        cal = state.get("calendar")
+        return self.with_calendar(None if cal is None else Calendar.from_dict(cal))
 
     @property
     def num_sensors(self) -> int:
@@ -100,6 +123,13 @@ class SensorSpace(ABC):
         gate[index.cpu()] = 1.0
         return self.gate_input(torch.ones(1, 1, *step), gate)[0, 0] != 0
 
+    def sensor_of_cells(self, step: Sequence[int]) -> Tensor:
+        """``step``-shaped int64: the sensor number of every value of one step of a
+        forecast (for per-sensor scores)."""
+        gate = torch.arange(1, self.num_sensors + 1, dtype=torch.float64)
+        number = self.gate_input(torch.ones(1, 1, *step, dtype=torch.float64), gate)[0, 0]
+        return (number - 1).round().to(torch.int64)
+
     @abstractmethod
     def cells(self, x: Tensor) -> Tensor:
         """``[B, T, M, C]``: the values as M independent series (sensors or pixels), the
@@ -108,6 +138,22 @@ class SensorSpace(ABC):
     @abstractmethod
     def from_cells(self, y: Tensor, like: Tensor) -> Tensor:
         """The inverse of :meth:`cells`, shaped like the windows ``like``."""
+
+    # ---------------------------------------------------------------- nearness
+    NEARNESS: ClassVar[tuple[str, ...]] = ("auto",)  # what :meth:`candidates` can go by
+
+    @abstractmethod
+    def candidates(self, length: int, by: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """``(index [N, L] int64, distance [N, L] float32)``: every sensor's ``L = min(
+        length, N)`` nearest sensors, itself first, -1 (distance inf) padding those it
+        cannot reach; ``by`` one of :attr:`NEARNESS`. Computed in O(N L) memory."""
+
+    def check_nearness(self, by: str) -> str:
+        if by not in self.NEARNESS:
+            raise ValueError(
+                f"nearness {by!r} is not one of {', '.join(self.NEARNESS)} for {self.kind} data"
+            )
+        return by
 
     # ---------------------------------------------------------------- artifacts
     @abstractmethod
@@ -144,9 +190,11 @@ class SensorSpace(ABC):
         theta: np.ndarray,
         title: str,
         gain: np.ndarray | None = None,
+        gain_label: str | None = None,
     ) -> None:
         """Write ``sensors.png``: the map of kept sensors (shaded by theta) and dropped
-        ones (shaded by ``gain [N]``, their switch-on gain, when given)."""
+        ones (shaded by ``gain [N]`` when given: their switch-on gain, or what
+        ``gain_label`` names, such as their forecast error)."""
 
     # ---------------------------------------------------------------- serving
     @abstractmethod

@@ -90,13 +90,44 @@ class GraphSensors(SensorSpace):
     def from_cells(self, y: Tensor, like: Tensor) -> Tensor:
         return y
 
+    # ---------------------------------------------------------------- nearness
+    NEARNESS: ClassVar[tuple[str, ...]] = ("auto", "graph", "geo")
+
+    def candidates(self, length: int, by: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """By shortest path on the graph (``graph``), or by distance between the sensors'
+        coordinates (``geo``: km for latitude / longitude); ``auto``: ``geo`` where the
+        data has coordinates, else ``graph``."""
+        from .nearness import nearest_by_coords, nearest_on_graph, planar_km
+
+        by = self.check_nearness(by)
+        if by == "auto":
+            by = "geo" if self.coords is not None else "graph"
+        if by == "graph":
+            return nearest_on_graph(self.graph, length)
+        if self.coords is None:
+            raise ValueError("nearness 'geo' needs the sensors' coordinates (locations.csv)")
+        coords = np.asarray(self.coords, dtype=np.float64)
+        points = planar_km(coords) if self.geographic else coords
+        return nearest_by_coords(points, length)
+
     # ---------------------------------------------------------------- artifacts
     def state(self) -> dict[str, Any]:
-        return {"kind": self.kind, "ids": list(self.ids), "graph": self.graph.state_dict()}
+        out = {"kind": self.kind, "ids": list(self.ids), "graph": self.graph.state_dict(),
+               **self.calendar_state()}  # fmt: skip
+        if self.coords is not None:
+            out["coords"] = torch.as_tensor(np.asarray(self.coords, dtype=np.float64))
+            out["geographic"] = bool(self.geographic)
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GraphSensors:
-        return cls(CSRGraph.from_state_dict(state["graph"]), list(state["ids"]))
+        coords = state.get("coords")
+        return cls(
+            CSRGraph.from_state_dict(state["graph"]),
+            list(state["ids"]),
+            coords=None if coords is None else np.asarray(coords, dtype=np.float64),
+            geographic=bool(state.get("geographic", True)),
+        ).restore_calendar(state)
 
     def check_matches(self, other: SensorSpace) -> None:
         super().check_matches(other)
@@ -106,7 +137,10 @@ class GraphSensors(SensorSpace):
                 "does not match"
             )
 
-    def picture(self, path: str | os.PathLike, active, theta, title: str, gain=None) -> None:
+    def picture(
+        self, path: str | os.PathLike, active, theta, title: str, gain=None,
+        gain_label: str | None = None,
+    ) -> None:  # fmt: skip
         from ..plot import draw_sensors
 
         draw_sensors(
@@ -119,12 +153,16 @@ class GraphSensors(SensorSpace):
             geographic=self.geographic,
             title=title,
             gain=gain,
+            **({} if gain_label is None else {"gain_label": gain_label}),
         )
 
     # ---------------------------------------------------------------- serving
     def serving_module(self, model, index, mean, std, full=False) -> nn.Module:
         mean, std = mean.to(torch.float32), std.to(torch.float32)
-        return GraphServing(model, mean[index], std[index], mean, std)
+        f = self.calendar_features  # calendar channels pass through unscaled
+        in_mean = torch.cat([mean[index], mean.new_zeros(index.numel(), f)], -1)
+        in_std = torch.cat([std[index], std.new_ones(index.numel(), f)], -1)
+        return GraphServing(model, in_mean, in_std, mean, std)
 
     def serving_input(self, x: Tensor, index: Tensor) -> Tensor:
         return x[:, :, index].contiguous()
@@ -133,8 +171,9 @@ class GraphSensors(SensorSpace):
         k, n = int(index.numel()), self.num_sensors
         return {
             "kind": "graph",
-            "input": {"shape": ["batch", t_in, k, channels]},
+            "input": {"shape": ["batch", t_in, k, channels + self.calendar_features]},
             "output": {"shape": ["batch", t_out, n, channels]},
+            **({} if self.calendar is None else {"calendar": self.calendar.to_dict()}),
         }
 
 

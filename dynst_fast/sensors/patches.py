@@ -112,14 +112,28 @@ class PatchSensors(SensorSpace):
         h, w = like.shape[-2:]
         return y.reshape(b, t, h, w, c).permute(0, 1, 4, 2, 3)
 
+    # ---------------------------------------------------------------- nearness
+    NEARNESS: ClassVar[tuple[str, ...]] = ("auto", "grid")
+
+    def candidates(self, length: int, by: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """By distance between patch centres on the grid, in patches."""
+        from .nearness import nearest_by_coords
+
+        self.check_nearness(by)
+        g = self.grid
+        rows, cols = np.divmod(np.arange(g.rows * g.cols), g.cols)
+        return nearest_by_coords(np.stack([rows, cols], 1).astype(np.float64), length)
+
     # ---------------------------------------------------------------- artifacts
     def state(self) -> dict[str, Any]:
         g = self.grid
-        return {"kind": self.kind, "height": g.height, "width": g.width, "patch": g.patch}
+        return {"kind": self.kind, "height": g.height, "width": g.width, "patch": g.patch,
+                **self.calendar_state()}  # fmt: skip
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> PatchSensors:
-        return cls(PatchGrid(int(state["height"]), int(state["width"]), int(state["patch"])))
+        grid = PatchGrid(int(state["height"]), int(state["width"]), int(state["patch"]))
+        return cls(grid).restore_calendar(state)
 
     def check_matches(self, other: SensorSpace) -> None:
         super().check_matches(other)
@@ -154,7 +168,10 @@ class PatchSensors(SensorSpace):
             f"PSNR use the data range of the test targets ({data_range:.3f})."
         ]
 
-    def picture(self, path: str | os.PathLike, active, theta, title: str, gain=None) -> None:
+    def picture(
+        self, path: str | os.PathLike, active, theta, title: str, gain=None,
+        gain_label: str | None = None,
+    ) -> None:  # fmt: skip
         from ..plot import draw_patches
 
         frame = self.frame if self.frame is not None else np.zeros((self.grid.height,
@@ -171,11 +188,13 @@ class PatchSensors(SensorSpace):
             units=self.units,
             title=title,
             gain=gain,
+            **({} if gain_label is None else {"gain_label": gain_label}),
         )
 
     # ---------------------------------------------------------------- serving
     def serving_module(self, model, index, mean, std, full=False) -> nn.Module:
-        return PatchServing(model, self.grid, index, mean, std, frames_input=full)
+        return PatchServing(model, self.grid, index, mean, std, frames_input=full,
+                            calendar=self.calendar_features)  # fmt: skip
 
     def serving_input(self, x: Tensor, index: Tensor) -> Tensor:
         return frames_to_tiles(x, self.grid)[:, index].contiguous()
@@ -184,7 +203,7 @@ class PatchSensors(SensorSpace):
         g, k, p = self.grid, int(index.numel()), self.grid.patch
         return {
             "kind": "image",
-            "input": {"shape": ["batch", k, t_in, channels, p, p]},
+            "input": {"shape": ["batch", k, t_in, channels + self.calendar_features, p, p]},
             "output": {"shape": ["batch", t_out, channels, g.height, g.width]},
             "grid": {
                 "height": g.height,
@@ -193,6 +212,7 @@ class PatchSensors(SensorSpace):
                 "rows": g.rows,
                 "cols": g.cols,
             },  # fmt: skip
+            **({} if self.calendar is None else {"calendar": self.calendar.to_dict()}),
         }
 
 
@@ -221,10 +241,16 @@ class PatchServing(nn.Module):
         mean: Tensor,
         std: Tensor,
         frames_input: bool = False,
+        calendar: int = 0,
     ) -> None:
         super().__init__()
         self.model, self.grid, self.frames_input = model, grid, frames_input
         mean, std = mean.to(torch.float32), std.to(torch.float32)
+        out_mean, out_std = mean, std
+        if calendar:  # calendar channels pass through unscaled
+            shape = (calendar, *mean.shape[1:])
+            mean = torch.cat([mean, mean.new_zeros(shape)])
+            std = torch.cat([std, std.new_ones(shape)])
         pad = (0, grid.pad_w, 0, grid.pad_h)
         valid = F.pad(torch.ones_like(mean), pad)
 
@@ -234,8 +260,8 @@ class PatchServing(nn.Module):
         self.register_buffer("in_mean", tiles(F.pad(mean, pad)))
         self.register_buffer("in_std", tiles(F.pad(std, pad, value=1.0)))
         self.register_buffer("in_valid", tiles(valid))
-        self.register_buffer("out_mean", mean)  # [C, H, W]
-        self.register_buffer("out_std", std)
+        self.register_buffer("out_mean", out_mean)  # [C, H, W]
+        self.register_buffer("out_std", out_std)
 
     def forward(self, x: Tensor, alive: Tensor | None = None) -> Tensor:
         """``alive [K]``: 1 for a reporting patch, 0 for a failed one (if the model takes it)."""

@@ -14,6 +14,7 @@ Modes:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -22,7 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dynst_fast import distributed
-from dynst_fast.config import ScheduleConfig, TrainConfig
+from dynst_fast.config import ScheduleConfig, TrainConfig, prune_signal
 from dynst_fast.data import make_windows, synthetic_sensor_network
 from dynst_fast.models import build_backbone
 from dynst_fast.plan import make_stage
@@ -75,6 +76,7 @@ def loop(out: str) -> None:
 
 def dynst_stage(splits, train: TrainConfig, sched: ScheduleConfig):
     """The dynst stage at sparsity 0.5 of this job's runs (as a run plan builds it)."""
+    sched = dataclasses.replace(sched, prune_by=prune_signal(sched.prune_by, "graph"))
     return make_stage("dynst", train=train, settings=sched, sparsity=0.5, num_sensors=SENSORS,
                       num_windows=len(splits.train), seed=0)  # fmt: skip
 
