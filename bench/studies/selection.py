@@ -28,26 +28,27 @@ from typing import Any
 import torch
 
 from bench.studies.runs import plan, sparse_plan, sparse_train
-from dynst_fast.config import SPARSE_SCHEMES, RunConfig
+from dynst_fast.config import SPARSE_SCHEMES, RunConfig, TimingConfig
 from dynst_fast.data import shared_data_dir
 from dynst_fast.evaluation import evaluate_model
 from dynst_fast.files import write_atomic, write_json
 from dynst_fast.plan import RunPlan
+from dynst_fast.run import timing_batch
 from dynst_fast.selection import GREEDY_RIDGES, lagged, sensor_series
 from dynst_fast.stages import Stages, Trained
+from dynst_fast.timing import side_by_side
+from dynst_fast.train import first_windows
 
 SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "qr", "greedy")
-# The pruning signal of the learned schemes per data set: taylor on the graph sets (the
-# best on Los-loop's validation split, bench/results/selection_attempts.md), theta on the
-# grid (taylor lost planted patches on the synthetic grid: recall 0.67 against 0.83).
+# Every set runs `dynst run`'s defaults (the pruning signal too: taylor on the graph sets,
+# theta on the grid, which is what prune_by auto picks).
 SETS: dict[str, dict[str, Any]] = {
-    "los_loop": dict(data="los_loop", t_in=12, horizon=3, prune_by="taylor", prune_frac=0.3),
+    "los_loop": dict(data="los_loop", t_in=12, horizon=3),
     "era5": dict(
         data="era5_uk_t2m", model="vit", patch=4, t_in=12, horizon=12,
         option={"dim": 64, "depth": 4, "heads": 4, "decoder_dim": 32},
-        prune_by="theta", prune_frac=0.3,
     ),
-    "synthetic": dict(data=None, t_in=12, horizon=12, prune_by="taylor", prune_frac=0.3),
+    "synthetic": dict(data=None, t_in=12, horizon=12),
 }  # fmt: skip
 TITLES = {
     "los_loop": "Los-loop, STGCN, 12 -> 3",
@@ -133,8 +134,8 @@ def sparse_result(base: RunPlan, dense: Trained, scheme: str, sparsity: float) -
     return out
 
 
-def ridge_on_dropped(p: RunPlan, active: list[int]) -> float | None:
-    """Test MAE (original units) on the dropped sensors of a ridge forecast from the kept
+def ridge_on_dropped(p: RunPlan, active: list[int], split: str = "test") -> float | None:
+    """MAE on ``split`` (original units) on the dropped sensors of a ridge forecast from the kept
     sensors' last ``t_in`` values, fitted on the training split with the ridge of
     ``GREEDY_RIDGES`` that scores best on validation: a linear reference for what the kept set
     tells about the rest. Graph data of one channel only (else None)."""
@@ -162,7 +163,7 @@ def ridge_on_dropped(p: RunPlan, active: list[int]) -> float | None:
         for r in GREEDY_RIDGES
     ]
     best = min(fits, key=lambda w: mae("val", w))
-    return mae("test", best)
+    return mae(split, best)
 
 
 def add_ridge_bounds(data: dict[str, Any], args: argparse.Namespace) -> None:
@@ -174,8 +175,33 @@ def add_ridge_bounds(data: dict[str, Any], args: argparse.Namespace) -> None:
                 for r in rs:
                     if key == "dense" or r["seed"] != seed or "ridge_dropped_mae" in r:
                         continue
-                    p = p or plan(config(name, seed, args.epochs, {}))
+                    p = p or plan(config(name, seed, args.epochs_of[name], {}))
                     r["ridge_dropped_mae"] = ridge_on_dropped(p, r["active"])
+
+
+def add_speedups(data: dict[str, Any], args: argparse.Namespace) -> None:
+    """The first seed's set of every scheme x sparsity: dense against compacted inference
+    on the first test windows, side by side (``dynst run``'s timing; the batch of
+    ``TimingConfig``). The times depend on the set and the architecture only, so the models
+    are built fresh, not trained. Run in a quiet process (``--report`` after the shards)."""
+    seed = args.seeds[0]
+    for name, rows in data.items():
+        p = plan(config(name, seed, args.epochs_of[name], {}))
+        dense = p.build_model().eval()
+        xb, _ = first_windows(p.splits.test, timing_batch(p))
+        for key, rs in rows.items():
+            first = [r for r in rs if r["seed"] == seed]
+            if key == "dense" or not first:
+                continue
+            compact = dense.compact(torch.as_tensor(first[0]["active"])).eval()
+            ms = side_by_side({
+                "dense": lambda d=dense, x=xb: d(x),
+                "compact": lambda c=compact, x=xb: c(c.gather_input(x)),
+            })  # fmt: skip
+            first[0]["timing"] = {"dense_ms": ms["dense"], "compact_ms": ms["compact"],
+                                  "batch": len(xb), "threads": torch.get_num_threads()}  # fmt: skip
+            print(f"[{name}] {key}: speedup {ms['dense'] / ms['compact']:.2f}x",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
 
 def bench(args: argparse.Namespace, cache: Cache) -> None:
@@ -184,7 +210,8 @@ def bench(args: argparse.Namespace, cache: Cache) -> None:
     for i, (name, seed) in enumerate(jobs):
         if i % shards != shard:
             continue
-        p = plan(config(name, seed, args.epochs, {}))
+        epochs = args.epochs_of[name]
+        p = plan(config(name, seed, epochs, {}))
         label = f"{name}_seed{seed}"
         started = time.perf_counter()
         dense = cache.dense(p, label)
@@ -193,7 +220,7 @@ def bench(args: argparse.Namespace, cache: Cache) -> None:
         write_json(
             cache.root / f"{label}_dense_{key_of(p.config, 'dense', dense=True)}.json",
             {"dataset": name, "seed": seed, "scheme": "dense", "sparsity": 0.0,
-             "epochs": args.epochs, "val_mae": dense_val, "test": dense_test},
+             "epochs": epochs, "val_mae": dense_val, "test": dense_test},
         )  # fmt: skip
         print(f"[{label}] dense: test MAE {dense_test['mae']:.4f}", file=sys.stderr, flush=True)
         for s in sorted(args.sparsities):  # the largest K first: one greedy order for all
@@ -203,7 +230,7 @@ def bench(args: argparse.Namespace, cache: Cache) -> None:
                     continue
                 t0 = time.perf_counter()
                 r = sparse_result(p, dense, scheme, s)
-                r.update(dataset=name, seed=seed, epochs=args.epochs)
+                r.update(dataset=name, seed=seed, epochs=epochs)
                 write_json(path, r)
                 print(
                     f"[{label}] {scheme} {s:g}: val {r['val_mae']:.4f} test {r['test']['mae']:.4f}"
@@ -229,7 +256,7 @@ def gather(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
     for r in results:
         if r["dataset"] not in args.datasets or r["seed"] not in args.seeds:
             continue
-        if r.get("epochs") != args.epochs:
+        if r.get("epochs") != args.epochs_of.get(r["dataset"]):
             continue
         if r["scheme"] != "dense" and (
             r["scheme"] not in args.schemes or r["sparsity"] not in args.sparsities
@@ -245,11 +272,13 @@ def table(name: str, rows: dict[str, list[dict[str, Any]]], args: argparse.Names
     lines = [
         f"### {TITLES[name]}",
         "",
+        f"{args.epochs_of[name]} epochs per training.",
+        "",
         "| scheme | sparsity | test MAE | vs dense | kept MAE | dropped MAE | ridge on dropped "
-        "| val MAE | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| val MAE | seeds | speedup |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| dense | 0 | {_ms([r['test']['mae'] for r in rows['dense']])} | | | | | "
-        f"{_ms([r['val_mae'] for r in rows['dense']])} | {len(rows['dense'])} |",
+        f"{_ms([r['val_mae'] for r in rows['dense']])} | {len(rows['dense'])} | 1 |",
     ]
     for s in args.sparsities:
         found = {k: rows[f"{k} {s:g}"] for k in args.schemes if f"{k} {s:g}" in rows}
@@ -259,12 +288,14 @@ def table(name: str, rows: dict[str, list[dict[str, Any]]], args: argparse.Names
             drop = [r["test"]["dropped"]["mae"] for r in rs if "dropped" in r["test"]]
             ridge = [r["ridge_dropped_mae"] for r in rs if r.get("ridge_dropped_mae") is not None]
             shown = f"**{scheme}**" if scheme == best else scheme
+            t = next((r["timing"] for r in rs if "timing" in r), None)
+            speedup = f"{t['dense_ms'] / t['compact_ms']:.2f}x" if t else ""
             lines.append(
                 f"| {shown} | {s:g} | {_ms([r['test']['mae'] for r in rs])} | "
                 f"{means[scheme] / dense - 1:+.1%} | "
                 f"{_ms([r['test']['kept']['mae'] for r in rs])} | "
                 f"{_ms(drop) if drop else ''} | {_ms(ridge) if ridge else ''} | "
-                f"{_ms([r['val_mae'] for r in rs])} | {len(rs)} |"
+                f"{_ms([r['val_mae'] for r in rs])} | {len(rs)} | {speedup} |"
             )
     return [*lines, ""]
 
@@ -306,6 +337,7 @@ def picture(data: dict[str, Any], args: argparse.Namespace, path: str) -> None:
 def report(args: argparse.Namespace, cache: Cache, wall: float | None) -> None:
     data = gather(cache.results(), args)
     add_ridge_bounds(data, args)
+    add_speedups(data, args)
     argv = sys.argv[1:]
     if "--notes" in argv:  # a remark about the run, not a part of the command
         i = argv.index("--notes")
@@ -314,14 +346,17 @@ def report(args: argparse.Namespace, cache: Cache, wall: float | None) -> None:
     lines = [
         "# Sensor selection: every scheme, test split, whole field",
         "",
-        f"Seeds {args.seeds}, {args.epochs} epochs per training (dense, then each scheme "
-        "fine-tuned from it). Test MAE in original units over the whole field, mean ± std "
-        "over seeds; kept / dropped MAE: the same forecasts on the sensors the scheme keeps "
-        "on (the paper's view) and on those it switches off; val MAE: the validation score "
-        "each run selected its epoch by; ridge on dropped: the test MAE on the dropped sensors "
-        "of a ridge regression from the kept sensors' last t_in values (graph data; a linear "
-        "reference for what the kept set tells about the rest). Bold: the lowest test MAE "
-        "at that sparsity.",
+        f"Seeds {args.seeds}; the epochs per training (dense, then each scheme fine-tuned "
+        "from it) are under each data set's title. Test MAE in original units over the whole "
+        "field, mean ± std over seeds; kept / dropped MAE: the same forecasts on the sensors "
+        "the scheme keeps on (the paper's view) and on those it switches off; val MAE: the "
+        "validation score each run selected its epoch by; ridge on dropped: the test MAE on "
+        "the dropped sensors of a ridge regression from the kept sensors' last t_in values "
+        "(graph data; a linear reference for what the kept set tells about the rest); "
+        f"speedup: dense over compacted inference of seed {args.seeds[0]}'s set, side by side "
+        f"on the first {TimingConfig.batch} test windows (fewer if the split has fewer), "
+        f"{torch.get_num_threads()} threads, the gather of the kept sensors' input included. "
+        "Bold: the lowest test MAE at that sparsity.",
         "",
     ]
     for name in args.datasets:
@@ -346,6 +381,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument(
+        "--epochs-for",
+        nargs="+",
+        default=[],
+        metavar="SET=EPOCHS",
+        help="fewer (or more) epochs for some data sets, e.g. era5=5 synthetic=5",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="Los-loop and synthetic, seed 0, sparsity 0.5, 3 epochs",
@@ -367,6 +409,12 @@ def main() -> None:
     except (ValueError, AssertionError):
         p.error(f"--shard: expected I/K with 0 <= I < K, got {args.shard!r}")
     args.shard = (i, k)
+    args.epochs_of = {name: args.epochs for name in SETS}
+    for item in args.epochs_for:
+        name, _, n = item.partition("=")
+        if name not in SETS or not n.isdigit() or int(n) <= 0:
+            p.error(f"--epochs-for: expected SET=EPOCHS with SET in {list(SETS)}, got {item!r}")
+        args.epochs_of[name] = int(n)
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.cache or Path(__file__).parents[1] / ".cache" / "selection")
@@ -374,6 +422,10 @@ def main() -> None:
     started = time.perf_counter()
     if not args.report:
         bench(args, cache)
+        if k > 1:  # the report times models: not while another shard trains
+            print("this shard is done: run with --report once every shard is",
+                  file=sys.stderr)  # fmt: skip
+            return
     report(args, cache, None if args.report else time.perf_counter() - started)
 
 
