@@ -6,7 +6,9 @@ against its composition before it is timed):
   device-to-device copy bandwidth measured at the same size;
 * select_swap and prune_lowest against ``torch.topk`` and a full ``torch.sort``;
 * gated_spmm against ``torch.sparse.mm`` (cuSPARSE on a GPU), Los-loop and random
-  geometric graphs, fp32 and bf16.
+  geometric graphs, fp32 and bf16;
+* nearest_active and neighbour_attention (forward, forward + backward) against their
+  reference compositions.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from bench.kernels.cases import (
     Case,
     compact_cases,
     graph,
+    nearest_active_case,
+    neighbour_attention_cases,
     patchify_cases,
     select_cases,
     spmm_case,
@@ -33,6 +37,8 @@ SIZES = {
         "select": [2**16, 2**20, 2**24],
         "graphs": ["los_loop", 100_000, 1_000_000],
         "features": [16, 64, 128],
+        "nearest": [(16384, 64, 8), (2**20, 64, 8)],  # (N, L, m)
+        "attention": [(256, 207, 8, 8), (4, 16384, 8, 8), (1, 2**20, 8, 8)],  # (B, N, m, D)
     },
     True: {
         "compact": [(2, 1024, 8)],
@@ -40,6 +46,8 @@ SIZES = {
         "select": [2**10, 2**12],
         "graphs": ["los_loop", 1000],
         "features": [8],
+        "nearest": [(1000, 16, 4)],
+        "attention": [(2, 500, 4, 8)],
     },
 }
 DTYPES = (torch.float32, torch.bfloat16)
@@ -130,6 +138,28 @@ def _spmm_row(suite: Suite, name: str, g, f: int, dtype: torch.dtype) -> dict:
     return row
 
 
+def bench_neighbours(suite: Suite) -> None:
+    for n, length, m in SIZES[suite.quick]["nearest"]:
+        what = f"nearest_active N={n} L={length} m={m}"
+        if not suite.out_of_time("ops", what, 5):
+            with suite.guard("ops", what):
+                case = nearest_active_case(n, length, m, suite.device)
+                suite.add("ops", "nearest_active", _vs_torch(suite, case))
+    for b, n, m, d in SIZES[suite.quick]["attention"]:
+        what = f"neighbour_attention B={b} N={n} m={m} D={d}"
+        if not suite.out_of_time("ops", what, 10):
+            with suite.guard("ops", what):
+                for case in neighbour_attention_cases(b, n, m, d, suite.device):
+                    grad = case.op.endswith("_backward")
+                    suite.add("ops", case.op, _vs_torch(suite, case, grad))
+
+
+def _vs_torch(suite: Suite, case: Case, grad: bool = False) -> dict:
+    t = measure({m: case.fns[m] for m in ("op", "torch")}, suite.device, quick=suite.quick,
+                grad=grad)  # fmt: skip
+    return {**case.info, "op_ms": t["op"], "torch_ms": t["torch"], "vs_torch": t["torch"] / t["op"]}
+
+
 def run_ops(suite: Suite) -> None:
     suite.section(
         "ops",
@@ -145,5 +175,5 @@ def run_ops(suite: Suite) -> None:
         "that over a device copy of the same size, measured in the same run. gated_spmm's "
         "GB/s counts per edge its column index, weight and source row, plus the output rows.",
     )
-    for part in (bench_compact, bench_patchify, bench_select, bench_gated_spmm):
+    for part in (bench_compact, bench_patchify, bench_select, bench_gated_spmm, bench_neighbours):
         part(suite)

@@ -26,7 +26,9 @@ import torch
 from bench.kernels.cases import Case
 
 # compact: (B, N, F, s); patchify: (B, T, C, H, W, p, s); select: (N, s, k / N);
-# spmm: (graph, B, F); pruned: (graph, F); model: (model, data, s, batch)
+# spmm: (graph, B, F); pruned: (graph, F); nearest: (N, L, m, s); attention: (B, N, m, D, s)
+# (the STGCN read-out runs attention at B = batch x heads, D = 8); model: (model, data, s,
+# batch)
 _COMPACT_FULL = [
     (b, n, f, s)
     for n in (207, 16384, 2**20)
@@ -48,6 +50,8 @@ SIZES = {
         "select": [(1024, 0.5, 0.01)],
         "spmm": [(1000, 1, 8)],
         "pruned": [(1000, 8)],
+        "nearest": [(1000, 16, 4, 0.5)],
+        "attention": [(2, 500, 4, 8, 0.5)],
         "model": [("stgcn", "planted", 0.5, 4)],
     },
     "full": {
@@ -62,10 +66,14 @@ SIZES = {
             *[(1_000_000, 1, f) for f in (16, 64)],
         ],
         "pruned": [("los_loop", 64), (10_000, 64), (100_000, 64), (1_000_000, 64)],
+        "nearest": [(n, 64, 8, s) for n in (207, 16384, 2**20) for s in (0.3, 0.7)],
+        "attention": [(b, n, 8, 8, 0.5) for b, n in ((4, 207), (256, 207), (4, 16384),
+                                                    (1, 2**20))],
         "model": [
             *[(m, d, s, 64) for m, d in (("stgcn", "Los-loop"), ("vit", "ERA5"))
               for s in (0.3, 0.5)],
             *[("vit-encoder-heavy", "ERA5", s, 64) for s in (0.3, 0.5)],
+            ("stgcn-1hop", "Los-loop", 0.5, 64),
         ],
     },
 }  # fmt: skip

@@ -8,6 +8,8 @@ import torch
 from bench.kernels.cases import (
     compact_cases,
     graph,
+    nearest_active_case,
+    neighbour_attention_cases,
     patchify_cases,
     pruned_spmm_case,
     select_cases,
@@ -42,6 +44,26 @@ def test_patchify_compact(benchmark, bench, patchify_spec, which, method):
 def test_select(benchmark, bench, select_spec, which, method):
     n, s, kf = select_spec
     cases = bench.cases(("select", select_spec), lambda: select_cases(n, bench.device, s, kf))
+    bench.run(benchmark, cases[which], method)
+
+
+@pytest.mark.parametrize("method", ["op", "torch"])
+def test_nearest_active(benchmark, bench, nearest_spec, method):
+    n, length, m, s = nearest_spec
+    case = bench.cases(
+        ("nearest", nearest_spec), lambda: nearest_active_case(n, length, m, bench.device, s)
+    )
+    bench.run(benchmark, case, method)
+
+
+@pytest.mark.parametrize("method", ["op", "torch"])
+@pytest.mark.parametrize("which", [0, 1], ids=["fwd", "fwd+bwd"])
+def test_neighbour_attention(benchmark, bench, attention_spec, which, method):
+    b, n, m, d, s = attention_spec
+    cases = bench.cases(
+        ("attention", attention_spec),
+        lambda: neighbour_attention_cases(b, n, m, d, bench.device, s),
+    )
     bench.run(benchmark, cases[which], method)
 
 
