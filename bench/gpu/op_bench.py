@@ -1,4 +1,4 @@
-"""Op benchmarks of the GPU suite, on the cases of ``bench/kernels/cases.py`` (each checked
+"""Op benchmarks of the GPU suite, on the cases of ``bench/kernels/cases/`` (each checked
 against its composition before it is timed):
 
 * compact, expand, patchify_compact against the plain PyTorch compositions of

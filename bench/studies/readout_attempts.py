@@ -153,6 +153,7 @@ def main() -> None:
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--cache", default=None, help="default: bench/.cache/readout")
+    p.add_argument("--notes", default="", help="a paragraph for the report (what it found)")
     p.add_argument("--out", required=True, help="output path without extension")
     args = p.parse_args()
     cache = Cache(Path(args.cache or Path(__file__).parents[1] / ".cache" / "readout"))
@@ -195,8 +196,14 @@ def main() -> None:
             cells.append(f"{statistics.fmean(ridge):.4f}" if ridge else "")
             cells.append(f"{mean('mae', 'dense_val'):.4f} / {mean('dropped', 'dense_val'):.4f}")
         lines.append(f"| {which} | {' | '.join(cells)} |")
-    cmd = "python -m bench.studies.readout_attempts " + shlex.join(sys.argv[1:])
+    argv = sys.argv[1:]
+    if "--notes" in argv:  # a remark about the results, not a part of the command
+        i = argv.index("--notes")
+        argv = argv[:i] + argv[i + 2 :]
+    cmd = "python -m bench.studies.readout_attempts " + shlex.join(argv)
     lines += ["", f"Reproduce: `{cmd}`", ""]
+    if args.notes:
+        lines += [args.notes, ""]
     write_atomic(f"{args.out}.md", "\n".join(lines) + "\n")
     write_json(f"{args.out}.json", {"args": vars(args), "rows": rows})
     print("\n".join(lines))

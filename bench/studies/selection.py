@@ -394,6 +394,12 @@ def main() -> None:
     )
     p.add_argument("--shard", default="0/1", help="I/K: run every K-th (data set, seed) job")
     p.add_argument("--report", action="store_true", help="only gather the cache")
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="fill the cache, no report (the report times models: run it with --report "
+        "when nothing else runs)",
+    )
     p.add_argument("--notes", default="", help="a paragraph for the report (how it was run)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--cache", default=None, help="default: bench/.cache/selection")
@@ -422,6 +428,8 @@ def main() -> None:
     started = time.perf_counter()
     if not args.report:
         bench(args, cache)
+        if args.train_only:
+            return
         if k > 1:  # the report times models: not while another shard trains
             print("this shard is done: run with --report once every shard is",
                   file=sys.stderr)  # fmt: skip
