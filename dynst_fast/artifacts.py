@@ -33,7 +33,7 @@ from torch import Tensor
 from . import __version__
 from .config import RunConfig
 from .files import save_checkpoint, write_atomic, write_json
-from .models import GatedBackbone, build_backbone
+from .models import GatedBackbone, backbone, build_backbone
 from .records import MaskRecord, RunMetrics
 from .rundir import (
     CHECKPOINT,
@@ -223,7 +223,8 @@ def rebuild_model(
         patch = RunConfig.from_dict(ck["config"]).data.patch
         space.check_matches(data.sensor_space(patch))
     m = ck["model"]
-    model = build_backbone(m["name"], space, int(ck["t_in"]), int(ck["t_out"]), c, m["options"])
+    options = backbone(m["name"]).saved_options(m["options"])
+    model = build_backbone(m["name"], space, int(ck["t_in"]), int(ck["t_out"]), c, options)
     if state not in ck:
         raise ValueError(f"the checkpoint has no {state!r}: re-run `dynst run`")
     model.load_state_dict(ck[state])

@@ -21,7 +21,7 @@ from . import distributed
 from .artifacts import read_checkpoint
 from .config import RunConfig
 from .files import save_checkpoint
-from .models import GatedBackbone
+from .models import GatedBackbone, backbone
 from .plan import RunPlan, Stage
 from .records import ProgressRecord, RecordError, StageResult
 from .rundir import CONFIG, PROGRESS, final_dir, is_run_dir, staging_dir
@@ -179,4 +179,7 @@ def load_progress(run_dir: str | os.PathLike) -> tuple[RunConfig, ProgressRecord
     except (KeyError, TypeError, AttributeError) as exc:
         raise RecordError(f"{source} is damaged (field {exc}): start the run afresh") from None
     progress.check_world(distributed.world_size())
+    if cfg.model.name is not None:  # options the run predates keep their old behaviour
+        options = backbone(cfg.model.name).saved_options(cfg.model.options)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options=options))
     return dataclasses.replace(cfg, out=str(d)), progress

@@ -115,3 +115,33 @@ def test_cli_bad_input_is_one_clear_error(
     assert err.startswith("dynst run: error:")
     assert len(err.strip().splitlines()) == 1
     assert re.search(message, err)
+
+
+def test_options_a_saved_run_predates_keep_their_old_behaviour() -> None:
+    from dynst_fast.models import backbone
+
+    spec = backbone("stgcn")
+    assert spec.parse_options({})["attention"] is True  # today's default
+    old = spec.saved_options({"hidden": 8})
+    assert old["attention"] is False and old["calendar"] is False and old["hidden"] == 8
+    assert spec.saved_options({"attention": True})["attention"] is True  # saved wins
+
+
+@pytest.mark.slow
+def test_a_run_saved_before_the_attention_read_out_still_loads(tmp_path: Path) -> None:
+    """A checkpoint whose model options lack ``attention`` and ``calendar`` (written
+    before they existed) rebuilds without them, and its compacted model still exports."""
+    from dynst_fast.artifacts import load_run
+
+    out = tmp_path / "run"
+    run(RunConfig.from_flags(epochs=2, out=str(out), quiet=True, horizon=3, hidden=8,
+                             option={"attention": False, "calendar": False},
+                             time_repeats=1, time_warmup=0))  # fmt: skip
+    path = out / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    for options in (ck["model"]["options"], ck["config"]["model"]["options"]):
+        del options["attention"], options["calendar"]
+    torch.save(ck, path)
+    bundle = load_run(out)
+    assert bundle.model.neighbour is None
+    assert main(["export", str(out), "--out", str(tmp_path / "m.onnx")]) == 0

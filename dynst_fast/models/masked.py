@@ -74,6 +74,7 @@ class CompactInputMasked(CompactBackbone):
     space="graph",
     width="hidden",
     summary="the stgcn network gated through InputMasked: accuracy only, no speedup",
+    before={"attention": False, "calendar": False},
 )
 def build_masked_stgcn(space, t_in, t_out, channels, **options) -> InputMasked:
     return InputMasked(GatedSTGCN(space, t_in, t_out, channels, **options), space, t_in, t_out,

@@ -30,7 +30,9 @@ class Backbone:
     ``build(space, t_in, t_out, channels, **options)`` returns the gated backbone;
     ``options`` is a dataclass of its typed options (every field with a default);
     ``space`` the kind of sensor space it takes (``"graph"`` or ``"grid"``); ``width`` the
-    option that ``--hidden`` sets; ``default`` marks the default backbone of its kind.
+    option that ``--hidden`` sets; ``default`` marks the default backbone of its kind;
+    ``before`` gives the options added after runs were saved without them, each with the
+    value that rebuilds such a run (its behaviour before the option existed).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Backbone:
     summary: str = ""
     width: str | None = None
     default: bool = False
+    before: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def option_types(self) -> dict[str, Any]:
         hints = typing.get_type_hints(self.options)
@@ -60,6 +63,11 @@ class Backbone:
             out[key] = coerce(value, types[key], f"model option {key} of {self.name}", parse=True)
         return out
 
+    def saved_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options of a saved run (a checkpoint's or a progress file's resolved ones):
+        those it predates take their ``before`` values, not today's defaults."""
+        return self.parse_options({**self.before, **options})
+
 
 BACKBONES: dict[str, Backbone] = {}
 _entry_points_loaded = False
@@ -73,8 +81,10 @@ def register_backbone(
     summary: str = "",
     width: str | None = None,
     default: bool = False,
+    before: dict[str, Any] | None = None,
 ) -> Callable:
-    """Decorator: register a builder (or a :class:`GatedBackbone` class) as ``name``."""
+    """Decorator: register a builder (or a :class:`GatedBackbone` class) as ``name``
+    (``before``: see :class:`Backbone`)."""
     if space not in SPACES:
         raise ValueError(f"register_backbone({name!r}): space must be one of {', '.join(SPACES)}")
     if not dataclasses.is_dataclass(options):
@@ -82,9 +92,12 @@ def register_backbone(
     fields = {f.name for f in dataclasses.fields(options)}
     if width is not None and width not in fields:
         raise ValueError(f"register_backbone({name!r}): width {width!r} is not an option")
+    if set(before or {}) - fields:
+        raise ValueError(f"register_backbone({name!r}): before names unknown options")
 
     def register(build: Callable) -> Callable:
-        BACKBONES[name] = Backbone(name, build, options, space, summary, width, default)
+        BACKBONES[name] = Backbone(name, build, options, space, summary, width, default,
+                                   dict(before or {}))  # fmt: skip
         return build
 
     return register

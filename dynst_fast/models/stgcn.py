@@ -240,6 +240,7 @@ class CompactSTGCN(CompactBackbone):
     width="hidden",
     default=True,
     summary="STGCN-style gated graph model; compacts for real",
+    before={"attention": False, "calendar": False},  # runs saved before the read-out study
 )
 def build_stgcn(space, t_in, t_out, channels, **options) -> GatedSTGCN:
     return GatedSTGCN(space, t_in, t_out, channels, **options)

@@ -152,6 +152,7 @@ class CompactViT(CompactBackbone):
     width="dim",
     default=True,
     summary="gated ViT on image patches; compacts for real",
+    before={"calendar": False},
 )
 def build_vit(space, t_in, t_out, channels, **options) -> GatedViT:
     return GatedViT(space, t_in, t_out, channels, **options)
