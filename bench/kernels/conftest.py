@@ -8,7 +8,7 @@ checked once per session); a case's methods share a pytest-benchmark group, so i
 tables put them side by side. At the end the ratio tables are printed from the same
 measurements (and written to ``--bench-report``): for each case, every method's median
 and its time over the op's (> 1: the op is faster). On CUDA every timed call ends with a
-synchronize. ``full`` is every grid of the published figures (about 30 minutes on 2
+synchronize. ``full`` is every grid of the published figures (about 20 minutes on 2
 CPU cores); ``quick`` checks every code path in seconds.
 """
 
