@@ -61,6 +61,11 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "+ attention (graph) + calendar, taylor, distill 0.5": (
         GRAPH_CAL, {"distill": 0.5}, {"prune_by": "taylor"}
     ),
+    # the defaults, with fewer swaps per round, or none (the iterative scheme)
+    "defaults, swap fraction 0.02": (GRAPH_CAL, {}, {"prune_by": "taylor", "swap_fraction": 0.02}),
+    "defaults, iterative (no swaps)": (
+        GRAPH_CAL, {}, {"prune_by": "taylor", "scheme": "iterative"}
+    ),
 }  # fmt: skip
 
 BEFORE_SCHEDULE = {"prune_by": "theta"}  # the pruning signal before this study, unless named
@@ -120,7 +125,8 @@ def attempt(cache: Cache, which: str, name: str, seed: int, epochs: int, sparsit
     started = time.perf_counter()
     base = plan(config(name, seed, epochs, options, train))
     dense = cache.dense(base)
-    p = sparse_plan(base, "dynst", sparsity, **{**BEFORE_SCHEDULE, **sched})
+    sched = {**BEFORE_SCHEDULE, **sched}  # "scheme": the attempt's scheme, not dynst
+    p = sparse_plan(base, sched.pop("scheme", "dynst"), sparsity, **sched)
     trained = sparse_train(p, dense)
     sp = trained.fit.sparsifier
     index = sp.active_index()
