@@ -24,16 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from bench.studies.runs import plan, sparse_plan, sparse_train
+from bench.studies import selection
+from bench.studies.runs import cached_dense, plan, sparse_plan, sparse_train
 from bench.studies.selection import ridge_on_dropped
 from dynst_fast.config import RunConfig
-from dynst_fast.data import shared_data_dir
 from dynst_fast.evaluation import evaluate_model
 from dynst_fast.files import write_atomic, write_json
 from dynst_fast.plan import RunPlan
-from dynst_fast.stages import Stages, Trained
+from dynst_fast.stages import Trained
 
 OFF = {"attention": False, "calendar": False}  # the read-out and inputs before this study
 GRAPH_CAL = {"attention": True, "calendar": True, "near": "graph"}
@@ -69,18 +67,12 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
 }  # fmt: skip
 
 BEFORE_SCHEDULE = {"prune_by": "theta"}  # the pruning signal before this study, unless named
-SETS = {
-    "los_loop": dict(data="los_loop", t_in=12, horizon=3),
-    "synthetic": dict(data=None, t_in=12, horizon=12),
-}
+SETS = {name: selection.SETS[name] for name in ("los_loop", "synthetic")}
 
 
 def config(name: str, seed: int, epochs: int, options: dict, train: dict) -> RunConfig:
-    spec = dict(SETS[name])
-    if spec["data"] is not None:
-        spec["data"] = str(shared_data_dir() / spec["data"])
-    return RunConfig.from_flags(seed=seed, epochs=epochs, quiet=True, option=options, **spec,
-                                **train)  # fmt: skip
+    """The data set's run with backbone ``options`` and ``train`` settings."""
+    return selection.config(name, seed, epochs, {"option": options, **train})
 
 
 def _key(*parts: Any) -> str:
@@ -100,16 +92,7 @@ class Cache:
         d.pop("out")
         d["train"].pop("distill")
         d["train"].pop("failure_rate")
-        path = self.root / f"dense_{_key(d)}.pt"
-        model = p.build_model()
-        if path.exists():
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return Trained("dense", model, None)
-        trained = Stages(p, checkpoint=False).dense()
-        tmp = path.with_suffix(".partial")
-        torch.save(trained.model.state_dict(), tmp)
-        tmp.replace(path)
-        return trained
+        return cached_dense(p, self.root / f"dense_{_key(d)}.pt")
 
 
 def attempt(cache: Cache, which: str, name: str, seed: int, epochs: int, sparsity: float):

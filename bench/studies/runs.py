@@ -8,7 +8,11 @@ a run directory."""
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from dynst_fast.config import RunConfig
 from dynst_fast.evaluation import evaluate_model
@@ -50,6 +54,20 @@ def dense_run(p: RunPlan) -> tuple[Trained, dict[str, Any]]:
     """The plan's dense model and its test metrics."""
     dense = Stages(p, checkpoint=False).dense()
     return dense, evaluate_model(dense.model, p.splits, p.space)
+
+
+def cached_dense(p: RunPlan, path: Path) -> Trained:
+    """The plan's dense model: its weights from ``path`` (``weights_only``) when a study
+    trained it before, else trained and saved there (atomically)."""
+    model = p.build_model()
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return Trained("dense", model, None)
+    trained = Stages(p, checkpoint=False).train(p.dense, model)
+    tmp = path.with_suffix(".partial")
+    torch.save(trained.model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return trained
 
 
 def sparse_train(p: RunPlan, dense: Trained) -> Trained:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from bench.studies.runs import plan, sparse_plan, sparse_train
+from bench.studies.runs import cached_dense, plan, sparse_plan, sparse_train
 from dynst_fast.config import SPARSE_SCHEMES, RunConfig, TimingConfig
 from dynst_fast.data import shared_data_dir
 from dynst_fast.evaluation import evaluate_model
@@ -35,7 +34,7 @@ from dynst_fast.files import write_atomic, write_json
 from dynst_fast.plan import RunPlan
 from dynst_fast.run import timing_batch
 from dynst_fast.selection import GREEDY_RIDGES, lagged, sensor_series
-from dynst_fast.stages import Stages, Trained
+from dynst_fast.stages import Trained
 from dynst_fast.timing import side_by_side
 from dynst_fast.train import first_windows
 
@@ -84,16 +83,9 @@ class Cache:
         root.mkdir(parents=True, exist_ok=True)
 
     def dense(self, p: RunPlan, label: str) -> Trained:
-        path = self.root / f"dense_{label}_{key_of(p.config, 'dense', dense=True)}.pt"
-        model = p.build_model()
-        if path.exists():
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return Trained("dense", model, None)
-        trained = Stages(p, checkpoint=False).train(p.dense, model)
-        tmp = path.with_suffix(".partial")
-        torch.save(trained.model.state_dict(), tmp)
-        os.replace(tmp, path)
-        return trained
+        return cached_dense(
+            p, self.root / f"dense_{label}_{key_of(p.config, 'dense', dense=True)}.pt"
+        )
 
     def result_path(self, label: str, cfg: RunConfig, scheme: str, sparsity: float) -> Path:
         return self.root / f"{label}_{scheme}_{sparsity:g}_{key_of(cfg, scheme, sparsity)}.json"
