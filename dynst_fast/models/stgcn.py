@@ -228,7 +228,7 @@ class CompactSTGCN(CompactBackbone):
         r = p.encode(x_active, p.node_embed[self.index], self.layers, gate)
         near = None
         if self.neighbour is not None:
-            g = self.gates(alive, x_active)
+            g = self.gates(None, x_active) if gate is None else gate
             near = self.neighbour(p.query_of(x_active), r, g, alive)
         return p.head_out(self.readout(r, p.skip_of(x_active), gate=gate), near)
 

@@ -173,7 +173,7 @@ class GraphSensors(SensorSpace):
             "kind": "graph",
             "input": {"shape": ["batch", t_in, k, channels + self.calendar_features]},
             "output": {"shape": ["batch", t_out, n, channels]},
-            **({} if self.calendar is None else {"calendar": self.calendar.to_dict()}),
+            **self.calendar_state(),
         }
 
 

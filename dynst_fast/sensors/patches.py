@@ -212,7 +212,7 @@ class PatchSensors(SensorSpace):
                 "rows": g.rows,
                 "cols": g.cols,
             },  # fmt: skip
-            **({} if self.calendar is None else {"calendar": self.calendar.to_dict()}),
+            **self.calendar_state(),
         }
 
 
