@@ -32,10 +32,9 @@ from dynst_fast.data import shared_data_dir
 from dynst_fast.evaluation import evaluate_model
 from dynst_fast.files import write_atomic, write_json
 from dynst_fast.plan import RunPlan
-from dynst_fast.run import timing_batch
+from dynst_fast.run import time_run, timing_batch
 from dynst_fast.selection import GREEDY_RIDGES, lagged, sensor_series
 from dynst_fast.stages import Trained
-from dynst_fast.timing import side_by_side
 from dynst_fast.train import first_windows
 
 SCHEMES = ("dynst", "iterative", "one-shot", "fixed", "random", "qr", "greedy")
@@ -179,20 +178,17 @@ def add_speedups(data: dict[str, Any], args: argparse.Namespace) -> None:
     seed = args.seeds[0]
     for name, rows in data.items():
         p = plan(config(name, seed, args.epochs_of[name], {}))
-        dense = p.build_model().eval()
+        dense = Trained("dense", p.build_model(), None)
+        firsts = {key: r for key, rs in rows.items() if key != "dense"
+                  for r in rs if r["seed"] == seed}  # fmt: skip
+        compacts = {key: dense.model.compact(torch.as_tensor(r["active"])).eval()
+                    for key, r in firsts.items()}  # fmt: skip
         xb, _ = first_windows(p.splits.test, timing_batch(p))
-        for key, rs in rows.items():
-            first = [r for r in rs if r["seed"] == seed]
-            if key == "dense" or not first:
-                continue
-            compact = dense.compact(torch.as_tensor(first[0]["active"])).eval()
-            ms = side_by_side({
-                "dense": lambda d=dense, x=xb: d(x),
-                "compact": lambda c=compact, x=xb: c(c.gather_input(x)),
-            })  # fmt: skip
-            first[0]["timing"] = {"dense_ms": ms["dense"], "compact_ms": ms["compact"],
-                                  "batch": len(xb), "threads": torch.get_num_threads()}  # fmt: skip
-            print(f"[{name}] {key}: speedup {ms['dense'] / ms['compact']:.2f}x",
+        for key, t in time_run(p, dense, compacts).items():
+            threads = torch.get_num_threads()
+            firsts[key]["timing"] = {"dense_ms": t.dense_ms, "compact_ms": t.compact_ms,
+                                     "batch": len(xb), "threads": threads}  # fmt: skip
+            print(f"[{name}] {key}: speedup {t.dense_ms / t.compact_ms:.2f}x",
                   file=sys.stderr, flush=True)  # fmt: skip
 
 
