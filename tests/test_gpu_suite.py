@@ -30,8 +30,8 @@ def _run(out: Path, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
 @pytest.mark.data
 def test_quick_suite_runs_every_part_on_cpu(tmp_path, los_loop_dir):
     p, data = _run(tmp_path)
+    assert data["errors"] == [] and data["skipped"] == [], (data["errors"], data["skipped"])
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    assert data["errors"] == [] and data["skipped"] == []
     secs = data["sections"]
     assert list(secs) == ["build", "tests", "ops", "models"]
     assert secs["build"]["facts"]["torch"] and secs["build"]["tables"]["CUDA kernel of each op"]
