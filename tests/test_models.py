@@ -177,3 +177,15 @@ def test_gated_and_compact_stgcn_on_device_match_cpu():
         torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got[3], expect[3], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got[3], got[0], rtol=1e-4, atol=1e-5)  # equivalence rule
+
+
+def test_compact_refuses_float_indices_and_names_a_bool_mask() -> None:
+    model = GatedSTGCN(random_graph(10, seed=0), t_in=4, t_out=2, hidden=8)
+    with pytest.raises(TypeError, match="int64 or int32, got torch.float32"):
+        model.compact(torch.tensor([0.9, 2.5]))  # truncating would silently pick 0 and 2
+    mask = torch.zeros(10, dtype=torch.bool)
+    mask[[1, 4]] = True
+    with pytest.raises(TypeError, match="bool mask: pass torch.nonzero\\(mask\\)"):
+        model.compact(mask)
+    assert model.compact([1, 4]).index.tolist() == [1, 4]
+    assert model.compact(torch.tensor([4, 1], dtype=torch.int32)).index.dtype == torch.int64

@@ -102,8 +102,10 @@ class CompactBackbone(nn.Module, ABC):
         super().__init__()
         n = parent.num_sensors
         device = _device_of(parent)
-        index = torch.as_tensor(active_index, dtype=torch.int64).reshape(-1)
-        index = ops.check_index(index.to(device), n, "compact")
+        index = torch.as_tensor(active_index).reshape(-1)  # its own dtype: checked, not cast
+        if index.numel() == 0 and index.is_floating_point():  # an empty Python list
+            index = index.to(torch.int64)
+        index = ops.check_index(index.to(device), n, "compact").to(torch.int64)
         if theta is None:
             theta = torch.ones(n)
         if theta.shape != (n,):
