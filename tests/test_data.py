@@ -138,6 +138,19 @@ def test_npy_three_channels_and_npz_with_edges(tmp_path):
         (lambda d: _write(d / "values.csv", ""), "empty"),
         (lambda d: _write(d / "values.csv", "a,b,c\n"), "no data rows"),
         (lambda d: _write(d / "meta.json", "{oops"), "meta.json"),
+        (
+            lambda d: _write(d / "meta.json", '{"steps_per_day": "abc"}'),
+            r"meta.json in .*: steps_per_day must be a positive integer, got 'abc'",
+        ),
+        (
+            lambda d: _write(d / "meta.json", '{"steps_per_day": 0}'),
+            "steps_per_day must be a positive integer",
+        ),
+        (lambda d: _write(d / "meta.json", '{"units": 5}'), "meta.json in .*: units must be text"),
+        (
+            lambda d: _write(d / "meta.json", '{"missing_value": "zero"}'),
+            "missing_value must be a finite number",
+        ),
     ],
 )
 def test_clear_load_errors(tmp_path, setup, pattern):

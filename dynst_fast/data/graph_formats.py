@@ -20,7 +20,6 @@ Adjacency convention as in `CSRGraph`: row = target, column = source, weights as
 from __future__ import annotations
 
 import csv
-import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ from ..calendar import Calendar, calendar_from_meta
 from ..graph import CSRGraph, as_graph
 from ..sensors import GraphSensors
 from .arrays import CHUNK_STEPS, load_npy, load_npz_member
+from .meta import read_meta
+from .missing import MissingValues
 
 VALUE_FILES = ("speed.csv", "values.csv", "values.npy", "values.npz")
 ADJ_FILES = ("adj.csv", "adj.npy", "adj.npz", "edges.csv")
@@ -52,6 +53,7 @@ class GraphDataset:
     steps_per_day: int | None = None  # e.g. 288 for 5-minute data
     geographic: bool = True  # coords are (latitude, longitude); False: plain (x, y)
     calendar: Calendar | None = None  # when each step is, where the data says so
+    missing: MissingValues | None = None  # what --missing-value masked (set at load)
 
     def __post_init__(self) -> None:
         # the graph may come as a PyG Data or (edge_index, edge_weight): see as_graph
@@ -330,16 +332,7 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
     afile = next((d / f for f in ADJ_FILES if (d / f).is_file()), None)
     if afile is None:
         raise FileNotFoundError(f"no adjacency in {str(d)!r}: looked for {', '.join(ADJ_FILES)}")
-    meta = {}
-    if (d / "meta.json").is_file():
-        try:
-            meta = json.loads((d / "meta.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"meta.json in {str(d)!r} is not valid JSON ({e})") from None
-        if not isinstance(meta, dict):
-            raise ValueError(
-                f"meta.json in {str(d)!r} must be an object, got a {type(meta).__name__}"
-            )
+    meta = read_meta(d)
 
     if vfile.suffix == ".csv":
         vals, ids = _read_values_csv(vfile)

@@ -11,7 +11,6 @@ cells; fill or crop them first).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from ..morph import PatchGrid
 from ..sensors import PatchSensors
 from .arrays import load_npy
 from .graph_formats import ADJ_FILES, VALUE_FILES
+from .meta import read_meta
+from .missing import MissingValues
 from .synthetic import farthest_points, planted_drivers
 
 
@@ -39,6 +40,7 @@ class GridDataset:
     planted_patch: int | None = None  # ... for this patch size
     steps_per_day: int | None = None
     calendar: Calendar | None = None  # when each step is, where the data says so
+    missing: MissingValues | None = None  # what --missing-value masked (set at load)
 
     @property
     def num_steps(self) -> int:
@@ -140,17 +142,7 @@ def load_grid_dataset(path: str | os.PathLike) -> GridDataset:
         raise ValueError(f"{f.name} is empty (shape {arr.shape})")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     check_frames(arr, f.name)
-    meta = {}
-    meta_file = f.parent / "meta.json"
-    if meta_file.is_file():
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"meta.json in {str(f.parent)!r} is not valid JSON ({e})") from None
-        if not isinstance(meta, dict):
-            raise ValueError(
-                f"meta.json in {str(f.parent)!r} must be an object, got a {type(meta).__name__}"
-            )
+    meta = read_meta(f.parent)
     lat, lon = meta.get("latitude"), meta.get("longitude")
     lat = np.asarray(lat, dtype=np.float64) if lat is not None else None
     lon = np.asarray(lon, dtype=np.float64) if lon is not None else None
@@ -165,7 +157,7 @@ def load_grid_dataset(path: str | os.PathLike) -> GridDataset:
     calendar = None
     if spd is not None and isinstance(start, str):
         calendar = calendar_from_meta(
-            {"steps_per_day": int(spd), "start": start[:19]}, f"meta.json in {str(f.parent)!r}"
+            {"steps_per_day": spd, "start": start[:19]}, f"meta.json in {str(f.parent)!r}"
         )
     name = meta.get("name") or (f.parent.name if p.is_dir() or f.stem in ("values",) else f.stem)
     return GridDataset(
@@ -174,7 +166,7 @@ def load_grid_dataset(path: str | os.PathLike) -> GridDataset:
         units=str(meta.get("units", "")),
         latitude=lat,
         longitude=lon,
-        steps_per_day=None if spd is None else int(spd),
+        steps_per_day=spd,
         calendar=calendar,
     )
 
