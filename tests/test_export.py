@@ -403,3 +403,20 @@ def test_export_through_padded_rows(runs, tmp_path, monkeypatch) -> None:
     assert meta["verification"]["max_rel_error"] <= 1e-4
     ops_used = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "ReduceSum" in ops_used and ex_onnx.non_default_domains(path) == []
+
+
+def test_export_honours_the_umask_and_shows_only_its_own_messages(runs, tmp_path, capfd) -> None:
+    """The model file gets the mode of the sidecar (0666 less the umask), and neither
+    torch.onnx, onnxscript nor onnxruntime talks to the user (their warnings and logs)."""
+    run_dir = runs[("stgcn", 0.7)]
+    old = os.umask(0o022)
+    try:
+        capfd.readouterr()
+        assert main(["export", str(run_dir), "--out", str(tmp_path / "m.onnx")]) == 0
+    finally:
+        os.umask(old)
+    out, err = capfd.readouterr()
+    assert err == "", err
+    assert out.startswith("wrote ") and len(out.strip().splitlines()) == 1
+    mode = (tmp_path / "m.onnx").stat().st_mode & 0o777
+    assert mode == 0o644 == (tmp_path / "m.onnx.json").stat().st_mode & 0o777
