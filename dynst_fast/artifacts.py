@@ -247,6 +247,7 @@ class RunBundle:
     theta: Tensor  # [N]
     splits: WindowSplits  # of the run's data set
     run_dir: Path
+    missing_value: float | None = None  # readings equal to it are missing (--missing-value)
 
     @property
     def sensor_ids(self) -> list[str]:
@@ -267,7 +268,7 @@ def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
 
     ``data`` overrides the data set path recorded in the run (for moved data).
     """
-    from .data import ReadOptions, load_dataset, make_windows
+    from .data import load_dataset, make_windows
     from .models import backbone
 
     ck = load_checkpoint(run_dir)
@@ -276,7 +277,7 @@ def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
     cfg = RunConfig.from_dict(ck["config"], f"{run_dir}/{CHECKPOINT}")
     path = data if data is not None else cfg.data.path
     kind = backbone(cfg.model.name).space
-    options = ReadOptions(cfg.data.distance_sigma, cfg.data.distance_threshold)
+    options = cfg.data.read_options()
     try:
         ds = load_dataset(path, kind=kind, seed=cfg.seed, patch=cfg.data.patch, options=options)
     except FileNotFoundError as exc:
@@ -309,4 +310,5 @@ def load_run(run_dir: str | os.PathLike, data: str | None = None) -> RunBundle:
             ds, int(ck["t_in"]), int(ck["t_out"]), calendar=model.space.calendar is not None
         ),  # fmt: skip
         run_dir=run_dir,
+        missing_value=None if getattr(ds, "missing", None) is None else ds.missing.value,
     )

@@ -20,6 +20,9 @@ from typing import Any
 from . import schemes
 from .coerce import coerce
 
+if typing.TYPE_CHECKING:
+    from .data.options import ReadOptions
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -73,6 +76,37 @@ class DataConfig:
     distance_threshold: float = setting(
         0.1, "PEMS distance lists: kernel weights below this are no edge (DCRNN's 0.1)"
     )
+    missing_value: str = setting(
+        "auto",
+        "readings equal to V are missing, like NaN: left out of the loss and every metric, "
+        "and filled in the inputs; a number, none, or auto: the data's meta.json "
+        "missing_value, else 0 for the METR-LA / PEMS-BAY (DCRNN) and PEMS (ASTGCN) "
+        "layouts, as the field scores them, and none for the others",
+        metavar="V",
+    )
+
+    def read_options(self) -> ReadOptions:
+        """The settings the data readers take, as the data layer's own record."""
+        from .data.options import ReadOptions  # the data layer imports torch; this does not
+
+        return ReadOptions(
+            self.distance_sigma, self.distance_threshold, parse_missing(self.missing_value)
+        )
+
+
+def parse_missing(value: str) -> float | str | None:
+    """``--missing-value``'s text as :class:`ReadOptions` takes it: ``"auto"``, None
+    (``none``) or a finite number; one ``ValueError`` naming the flag otherwise."""
+    text = str(value).strip().lower()
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v):
+        raise ValueError(f"--missing-value must be a number, none or auto, got {value!r}")
+    return v
 
 
 @dataclass(frozen=True)
@@ -223,6 +257,7 @@ class RunConfig:
             raise ValueError(f"--distance-sigma must be positive, got {d.distance_sigma}")
         if not 0.0 <= d.distance_threshold < 1.0:
             raise ValueError(f"--distance-threshold must be in [0, 1), got {d.distance_threshold}")
+        parse_missing(d.missing_value)
         if isinstance(d.patch, bool) or not isinstance(d.patch, int) or d.patch < 1:
             raise ValueError(f"--patch must be a positive integer, got {d.patch!r}")
         if m.hidden is not None and m.hidden < 1:

@@ -25,7 +25,7 @@ from . import distributed, preflight
 from .config import RunConfig, ScheduleConfig, TrainConfig, prune_signal
 from .constraints import Constraints
 from .constraints import from_config as constraints_from_config
-from .data import Dataset, ReadOptions, WindowSplits, load_dataset, make_windows
+from .data import Dataset, WindowSplits, load_dataset, make_windows
 from .models import GatedBackbone, backbone, build_backbone, default_backbone, models_for
 from .schedule import Schedule, active_count
 from .schemes import OrderMemo, OrderSource, Scheme, scheme
@@ -155,7 +155,7 @@ def load(cfg: RunConfig) -> Dataset:
     kind = backbone(cfg.model.name).space if cfg.model.name else "graph"
     d = cfg.data
     return load_dataset(d.path, kind=kind, seed=cfg.seed, patch=d.patch,
-                        options=ReadOptions(d.distance_sigma, d.distance_threshold))  # fmt: skip
+                        options=d.read_options())  # fmt: skip
 
 
 def resolve_config(cfg: RunConfig, ds: Dataset, space: SensorSpace) -> RunConfig:
@@ -234,6 +234,8 @@ def resolve(
     with other plans (benches that train one scheme at several sparsities)."""
     cfg.validate()
     ds = load(cfg) if dataset is None else dataset
+    if getattr(ds, "missing", None) is not None and not cfg.quiet and distributed.is_main():
+        print(f"dynst run: {ds.name}: {ds.missing.describe()}", file=sys.stderr)
     space = ds.sensor_space(cfg.data.patch)
     cfg = resolve_config(cfg, ds, space)
     calendar = getattr(ds, "calendar", None) if cfg.model.options.get("calendar") else None

@@ -293,6 +293,7 @@ def run_metrics(
         if space.planted is None
         else [space.ids[i] for i in space.planted.tolist()],
         constraints=constraints,
+        missing=None if getattr(ds, "missing", None) is None else ds.missing.to_dict(),
     )
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from . import dcrnn, pems, pyg_temporal
 from .graph_formats import GraphDataset, load_graph_dataset
 from .grid import GridDataset, is_grid_data, load_grid_dataset, synthetic_grid
+from .meta import read_meta
+from .missing import apply_missing_value
 from .options import ReadOptions
 from .synthetic import synthetic_sensor_network
 
@@ -35,6 +37,7 @@ class DataFormat:
     layout: str
     matches: Callable[[Path], bool]
     load: Callable[[Path, ReadOptions], Dataset]
+    missing_value: float | None = None  # what ``--missing-value auto`` means for it
 
 
 GRID = DataFormat(
@@ -44,14 +47,18 @@ GRID = DataFormat(
     is_grid_data,
     lambda path, options: load_grid_dataset(path),
 )
-DCRNN = DataFormat("metr-la (DCRNN)", dcrnn.LAYOUT, dcrnn.is_dcrnn_data, dcrnn.load_dcrnn_dataset)
+# METR-LA / PEMS-BAY and the PEMS sets store "no reading" as 0, and the field scores them
+# with 0 masked (DCRNN, Graph WaveNet, BasicTS: null_val = 0)
+DCRNN = DataFormat(
+    "metr-la (DCRNN)", dcrnn.LAYOUT, dcrnn.is_dcrnn_data, dcrnn.load_dcrnn_dataset, 0.0
+)
 PYG_TEMPORAL = DataFormat(
     "pyg-temporal json",
     pyg_temporal.LAYOUT,
     pyg_temporal.is_pyg_temporal_json,
     pyg_temporal.load_pyg_temporal_json,
 )
-PEMS = DataFormat("pems (ASTGCN)", pems.LAYOUT, pems.is_pems_data, pems.load_pems_dataset)
+PEMS = DataFormat("pems (ASTGCN)", pems.LAYOUT, pems.is_pems_data, pems.load_pems_dataset, 0.0)
 GRAPH = DataFormat(
     "graph",
     "a directory (or its values file) with values speed.csv / values.csv / values.npy / "
@@ -114,13 +121,21 @@ def load_dataset(
 ) -> Dataset:
     """The data set at ``path``; with ``path`` None, the synthetic planted one of ``kind``
     (``"graph"``: 80 sensors; ``"grid"``: a 22 x 22 field, planted at patch size ``patch``),
-    generated from ``seed``. ``options``: the settings some readers take (the distance
-    kernel of distance lists)."""
+    generated from ``seed``. ``options``: the settings readers take (the distance kernel
+    of distance lists, the missing-value sentinel: readings equal to it become NaN, and
+    ``ds.missing`` says how many)."""
+    options = options or ReadOptions()
+    given = None if options.missing_value == "auto" else options.missing_value
     if path is None:
-        return SYNTHETIC[kind](seed, patch)
+        return apply_missing_value(SYNTHETIC[kind](seed, patch), given)
     p = Path(path)
     if not p.exists() and str(path).startswith("synthetic"):
-        return synthetic_from_spec(str(path), kind, seed)
+        return apply_missing_value(synthetic_from_spec(str(path), kind, seed), given)
     if not p.exists():
         raise FileNotFoundError(f"data set path {str(p)!r} does not exist")
-    return format_of(p).load(p, options or ReadOptions())
+    fmt = format_of(p)
+    ds = fmt.load(p, options)
+    if options.missing_value == "auto":
+        meta = read_meta(p if p.is_dir() else p.parent)
+        given = meta.get("missing_value", fmt.missing_value)
+    return apply_missing_value(ds, given)

@@ -118,6 +118,7 @@ class RunMetrics:
     layout: dict[str, Any] = field(default_factory=dict)
     planted_sensors: list[str] | None = None
     constraints: dict[str, Any] | None = None
+    missing: dict[str, Any] | None = None  # --missing-value: value, masked_readings, readings
 
     @property
     def main(self) -> SchemeResult:
@@ -156,6 +157,7 @@ class RunMetrics:
             "config": self.config,
             "version": self.version,
             "seconds": self.seconds,
+            "missing": self.missing,
             **self.layout,
         }
         if self.planted_sensors is not None:
@@ -170,6 +172,7 @@ class RunMetrics:
         "num_active", "active_sensors", "units", "t_in", "t_out", "dense", "schemes",
         "speedup", "baselines", "world_size", "timing", "config", "version", "seconds",
         "planted_recall", "planted_sensors", "constraints", "dynst", "others", "out",
+        "missing",
     )  # fmt: skip
 
     @classmethod
@@ -217,6 +220,7 @@ class RunMetrics:
             layout={k: v for k, v in d.items() if k not in cls._TOP},
             planted_sensors=d.get("planted_sensors"),
             constraints=d.get("constraints"),
+            missing=d.get("missing"),
         )
 
 
