@@ -144,6 +144,22 @@ def _predict_parser(pr: argparse.ArgumentParser) -> None:
         "it off for that window (a warning names it; the default), fail = an error",
     )
     pr.add_argument(
+        "--on-suspect",
+        choices=("drop", "keep", "fail"),
+        default="drop",
+        help="an input sensor whose window is stuck (the same reading at every step) or "
+        "out of its training range by the sidecar's margin: drop = treat it as failed for "
+        "that window (a warning names it; the default), keep = use it as it is, fail = an "
+        "error",
+    )
+    pr.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="windows run at once (default: about 512 KiB of input and output, at most 128); "
+        "memory grows with it",
+    )
+    pr.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -288,6 +304,8 @@ def _predict(args: argparse.Namespace) -> int:
         threads=args.threads,
         optimization=args.graph_optimization,
         time=args.time,
+        on_suspect=args.on_suspect,
+        chunk=args.chunk,
     )
     print(f"wrote {args.out}: {info['output_shape']} forecast in {info['units'] or 'data units'}")
     return 0

@@ -20,6 +20,7 @@ from .artifacts import RunBundle
 from .data.windows import eval_loader
 from .models.base import takes_alive
 from .sidecar import SENSOR_AXIS, describe
+from .suspect import SuspectRules, rules_from_training
 
 
 class _Ungated(nn.Module):
@@ -75,8 +76,24 @@ def deployable(bundle: RunBundle, dense: bool = False) -> Deployable:
         units=ck.get("units", ""),
         version=__version__,
         layout=layout,
+        missing_value=bundle.missing_value,
     )
+    side["suspect"] = suspect_rules(bundle, index, c, layout["kind"]).to_dict()
     return Deployable(module, index, takes_alive(inner), SENSOR_AXIS[layout["kind"]], side)
+
+
+def suspect_rules(bundle: RunBundle, index: Tensor, channels: int, kind: str) -> SuspectRules:
+    """The rules that flag a lying input sensor (``dynst_fast.suspect``), drawn from the
+    training split's windows as the deployable model takes them (original units, the
+    data channels only)."""
+
+    def windows():
+        for x, _ in eval_loader(bundle.splits.train):
+            x = bundle.splits.denormalize_input(x.to(torch.float32))
+            x = bundle.space.serving_input(x, index)
+            yield x[:, :, :, :channels].numpy()  # the channel axis is 3 in both layouts
+
+    return rules_from_training(windows(), kind)
 
 
 class NoCompleteWindow(ValueError):

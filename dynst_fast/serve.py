@@ -4,26 +4,18 @@ Only numpy, json and onnxruntime are used here, so a production host needs neith
 PyTorch nor a compiler. The sidecar ``<model>.onnx.json`` written by ``dynst export``
 says what the model takes; every input is checked against it before running.
 
-Input files:
-- ``.npy``: ``[B, T_in, K, C]``, ``[T_in, K, C]``, or ``[T_in, K]`` when C = 1, the K
-  input sensors in sidecar order (``sensor_ids``), original units.
-- ``.csv``: one window (C = 1): a header row of sensor ids, then ``T_in`` rows, oldest
-  first. Columns are matched by id, so a file with all N sensors works too; a missing
-  input sensor is an error.
-
-Image models (sidecar ``kind: image``) take ``.npy`` only: the K active patch tiles
-``[B, K, T_in, C, p, p]`` (or ``[K, T_in, C, p, p]``), or whole frames
-``[B, T_in, C, H, W]`` (or ``[T_in, C, H, W]``) from which the active tiles are cut.
-
-Output: ``.npy`` ``[B, T_out, N, C]`` (images: ``[B, T_out, C, H, W]``), or for graphs
-``.csv`` (B = 1, C = 1) with a header of all N sensor ids and ``T_out`` rows.
-
-The sidecar is read and checked by ``dynst_fast.sidecar``.
+The input (``dynst_fast.predict_input``: ``.npy`` windows or tiles, a ``.csv`` window)
+is streamed in chunks of windows, and the output (``dynst_fast.predict_output``:
+``.npy`` ``[B, T_out, N, C]``, images ``[B, T_out, C, H, W]``, or a graph's one-window
+``.csv``) is written chunk by chunk and published atomically. In each window, an input
+sensor is **missing** where it holds NaN, inf or the sidecar's ``missing_value``
+(``--on-missing``), and **suspect** where the sidecar's rules flag it as stuck or out of
+range (``--on-suspect``, :mod:`dynst_fast.suspect`); a dropped sensor is switched off for
+that window through the model's ``alive`` input.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from pathlib import Path
@@ -32,139 +24,13 @@ from typing import Any
 import numpy as np
 
 from .calendar import Calendar, parse_time
+from .predict_input import InputWindows, PredictError, read_input
+from .predict_output import ForecastWriter, check_output_path
 from .sidecar import load as load_sidecar
 from .sidecar import sensor_axis
+from .suspect import SuspectRules
 
-
-class PredictError(ValueError):
-    """Bad model, sidecar or input for ``dynst predict`` (the message says which)."""
-
-
-def read_input(path: str | os.PathLike, meta: dict, allow_missing: bool = False) -> np.ndarray:
-    """The input file as the model's input (``[B, T_in, K, C]``, or image tiles
-    ``[B, K, T_in, C, p, p]``) in float32, checked against the sidecar. NaN and inf are
-    refused unless ``allow_missing`` (then :func:`failed_sensors` finds them)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PredictError(f"no input file at {path}")
-    if meta["kind"] == "image":
-        x = _read_tiles(path, meta)
-        return x.astype(np.float32) if allow_missing else _finite(x, path, meta)
-    t_in, k, c = meta["t_in"], len(meta["sensor_ids"]), meta["channels"]
-    if path.suffix == ".npy":
-        x = _load_npy(path)
-        if x.ndim == 2 and c == 1:
-            x = x[None, :, :, None]
-        elif x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or x.shape[1:] != (t_in, k, c):
-            raise PredictError(
-                f"{path}: input must be [B, {t_in}, {k}, {c}] (T_in, input sensors, channels), "
-                f"got shape {tuple(np.shape(x))}"
-            )
-        if not np.issubdtype(x.dtype, np.number):
-            raise PredictError(f"{path}: input must be numeric, got dtype {x.dtype}")
-    elif path.suffix == ".csv":
-        x = _read_csv(path, meta)
-    else:
-        raise PredictError(f"{path}: input must be .npy or .csv")
-    return x.astype(np.float32) if allow_missing else _finite(x, path, meta)
-
-
-def failed_sensors(x: np.ndarray, meta: dict) -> np.ndarray:
-    """``[B, K]`` bool: the input sensors whose window holds a NaN or inf."""
-    axis = sensor_axis(meta)
-    bad = ~np.isfinite(x)
-    other = tuple(a for a in range(1, x.ndim) if a != axis)
-    return bad.any(axis=other)
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    """A ``.npy`` file, never unpickled (object arrays are refused), named in errors."""
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        first = " ".join(str(exc).split()) or type(exc).__name__
-        raise PredictError(f"{path} is not a readable numeric .npy file ({first})") from None
-    if not isinstance(x, np.ndarray):
-        raise PredictError(f"{path} is not a .npy array file (an .npz archive?)")
-    if np.iscomplexobj(x) or not np.issubdtype(x.dtype, np.number):
-        raise PredictError(f"{path}: input must be real and numeric, got dtype {x.dtype}")
-    return x
-
-
-def _finite(x: np.ndarray, path: Path, meta: dict) -> np.ndarray:
-    x = x.astype(np.float32)
-    axis = sensor_axis(meta)
-    if not np.isfinite(x).all():
-        at = np.argwhere(~np.isfinite(x))[0]
-        t = at[2] if axis == 1 else at[1]
-        raise PredictError(
-            f"{path}: input has NaN or inf (window {at[0]}, step {t}, sensor "
-            f"{meta['sensor_ids'][at[axis]]!r}); the model needs every active sensor's data"
-        )
-    return np.ascontiguousarray(x)
-
-
-def _read_tiles(path: Path, meta: dict) -> np.ndarray:
-    """Image input: the active tiles as given, or cut from whole frames."""
-    if path.suffix != ".npy":
-        raise PredictError(f"{path}: image models take .npy input (tiles or frames)")
-    x = _load_npy(path)
-    if not np.issubdtype(x.dtype, np.number):
-        raise PredictError(f"{path}: input must be numeric, got dtype {x.dtype}")
-    g, t_in, c = meta["grid"], meta["t_in"], meta["channels"]
-    p, k = g["patch"], len(meta["sensor_ids"])
-    tiles, frames = (k, t_in, c, p, p), (t_in, c, g["height"], g["width"])
-    if x.shape in (tiles, frames):
-        x = x[None]
-    if x.shape[1:] == tiles:
-        return x
-    if x.shape[1:] == frames:
-        pad = (
-            (0, 0),
-            (0, 0),
-            (0, 0),
-            (0, g["rows"] * p - g["height"]),
-            (0, g["cols"] * p - g["width"]),
-        )
-        f = np.pad(x, pad)
-        b = f.shape[0]
-        f = f.reshape(b, t_in, c, g["rows"], p, g["cols"], p).transpose(0, 3, 5, 1, 2, 4, 6)
-        f = f.reshape(b, g["rows"] * g["cols"], t_in, c, p, p)
-        return f[:, np.asarray(meta["input_index"], dtype=np.int64)]
-    raise PredictError(
-        f"{path}: input must be the active tiles [B, {', '.join(map(str, tiles))}] or frames "
-        f"[B, {', '.join(map(str, frames))}], got shape {tuple(x.shape)}"
-    )
-
-
-def _read_csv(path: Path, meta: dict) -> np.ndarray:
-    if meta["channels"] != 1:
-        raise PredictError(
-            f"{path}: CSV input holds one channel; this model takes {meta['channels']}"
-        )
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise PredictError(f"{path} is empty")
-    header = [h.strip() for h in rows[0]]
-    col_of = {h: i for i, h in enumerate(header)}
-    missing = [s for s in meta["sensor_ids"] if str(s) not in col_of]
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise PredictError(
-            f"{path}: missing input sensor column(s) {', '.join(map(repr, missing[:3]))}{more}"
-        )
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
-    if len(body) != meta["t_in"]:
-        raise PredictError(f"{path}: expected {meta['t_in']} rows (T_in steps), got {len(body)}")
-    cols = [col_of[str(s)] for s in meta["sensor_ids"]]
-    try:
-        x = np.array([[float(r[j]) if r[j].strip() else np.nan for j in cols] for r in body])
-    except (ValueError, IndexError) as exc:
-        raise PredictError(f"{path}: a cell is not a number or a row is short ({exc})") from exc
-    return x[None, :, :, None]
+__all__ = ["PredictError", "make_session", "predict", "read_input", "run_model"]
 
 
 OPTIMIZATION = ("disable", "basic", "extended", "all")
@@ -270,43 +136,66 @@ def _first(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-def write_output(path: str | os.PathLike, y: np.ndarray, meta: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.is_dir():
-        raise PredictError(f"--out {path} is a directory: name a .npy or .csv file")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write(path, tmp, y, meta)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise PredictError(f"--out {path}: cannot write it ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write(path: Path, tmp: Path, y: np.ndarray, meta: dict) -> None:
-    if path.suffix == ".npy":
-        with open(tmp, "wb") as f:
-            np.save(f, y)
-    elif path.suffix == ".csv":
-        if meta["kind"] != "graph":
-            raise PredictError(f"{path}: image forecasts are written as .npy")
-        if y.shape[0] != 1 or y.shape[3] != 1:
-            raise PredictError(
-                f"CSV output holds one window of one channel; got {y.shape[0]} windows of "
-                f"{y.shape[3]} channels: write .npy instead"
-            )
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(meta["all_sensor_ids"])
-            w.writerows([[f"{v:.6g}" for v in row] for row in y[0, :, :, 0]])
-    else:
-        raise PredictError(f"{path}: output must be .npy or .csv")
-
-
 ON_MISSING = ("drop", "fail")
+ON_SUSPECT = ("drop", "keep", "fail")
+# Windows run at once: about this much input and output, at most MAX_CHUNK windows. The
+# model's activations are some hundred times its output, and onnxruntime keeps its arena
+# at the largest batch it ran: 3,640 windows of a small model took 2 GB, 128 windows
+# 120 MB at the same speed (bench: dynst predict --chunk on 20,000 windows).
+CHUNK_BYTES = 512 << 10
+MAX_CHUNK = 128
+SHOWN = 5  # sensors named in a warning
+
+
+class DroppedSensors:
+    """Which input sensors were switched off, in which windows and why, over all chunks:
+    the sensors of each reason, its first windows and its count of windows (bounded
+    memory whatever the number of windows)."""
+
+    def __init__(self, k: int) -> None:
+        self.sensors: dict[str, np.ndarray] = {}
+        self.windows: dict[str, list[int]] = {}
+        self.counts: dict[str, int] = {}
+        self.k = k
+
+    def add(self, start: int, reason: str, flags: np.ndarray) -> None:
+        rows = np.nonzero(flags.any(axis=1))[0]
+        if rows.size == 0:
+            return
+        self.sensors[reason] = self.sensors.get(reason, np.zeros(self.k, bool)) | flags.any(axis=0)
+        shown = self.windows.setdefault(reason, [])
+        shown += (start + rows[: 10 - len(shown)]).tolist() if len(shown) < 10 else []
+        self.counts[reason] = self.counts.get(reason, 0) + int(rows.size)
+
+    def warn(self, path: Path, ids: list[str]) -> None:
+        for reason, mask in self.sensors.items():
+            names = [ids[k] for k in np.nonzero(mask)[0]]
+            more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+            n = self.counts[reason]
+            windows = f"{self.windows[reason]}" + (f" ({n} in all)" if n > 10 else "")
+            print(
+                f"dynst predict: warning: {path.name}: sensor(s) "
+                f"{', '.join(map(repr, names[:SHOWN]))}{more} {_WHAT[reason]} in window(s) "
+                f"{windows}: treated as failed (switched off)",
+                file=sys.stderr,
+            )
+
+    def summary(self, ids: list[str]) -> dict[str, Any]:
+        return {
+            reason: {"sensors": [ids[k] for k in np.nonzero(m)[0]], "windows": self.counts[reason]}
+            for reason, m in self.sensors.items()
+        }
+
+
+_IS = {
+    "stuck": "stuck (the same reading at every step)",
+    "out of range": "out of its training range",
+}
+_WHAT = {
+    "missing": "have NaN (missing readings)",
+    "stuck": "are stuck (the same reading at every step)",
+    "out of range": "read out of their training range",
+}
 
 
 def predict(
@@ -318,40 +207,104 @@ def predict(
     threads: int | None = None,
     optimization: str = "all",
     time: str | None = None,
+    on_suspect: str = "drop",
+    chunk: int | None = None,
 ) -> dict[str, Any]:
     """Check, run and write; returns a short summary.
 
-    ``on_missing="drop"``: an input sensor whose window holds NaN (or inf) is treated as
-    failed, switched off through the model's ``alive`` input for that window (a warning
-    names it); ``"fail"``: such an input is an error. ``threads`` and ``optimization``
-    are the onnxruntime session's settings (:func:`make_session`). ``time``: for a model
-    with calendar inputs, the local time of every window's last input step."""
+    ``on_missing="drop"``: an input sensor whose window holds NaN, inf or the sidecar's
+    missing value is treated as failed, switched off through the model's ``alive``
+    input for that window (a warning names it); ``"fail"``: such an input is an error.
+    ``on_suspect``: the same for a sensor the sidecar's rules flag as stuck or out of
+    range (``"keep"``: run on it as it is). ``threads`` and ``optimization`` are the
+    onnxruntime session's settings (:func:`make_session`). ``time``: for a model with
+    calendar inputs, the local time of every window's last input step. ``chunk``:
+    windows run at once (default: about 512 KiB of input and output, at most 128)."""
     if on_missing not in ON_MISSING:
         raise PredictError(
             f"--on-missing must be one of {', '.join(ON_MISSING)}, got {on_missing!r}"
         )
-    if Path(out).suffix not in (".npy", ".csv"):
-        raise PredictError(f"{out}: output must be .npy or .csv")
+    if on_suspect not in ON_SUSPECT:
+        raise PredictError(
+            f"--on-suspect must be one of {', '.join(ON_SUSPECT)}, got {on_suspect!r}"
+        )
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise PredictError(f"--chunk must be a positive integer, got {chunk!r}")
     meta = load_sidecar(model, sidecar)
-    if Path(out).suffix == ".csv" and meta["kind"] != "graph":
-        raise PredictError(f"{out}: image forecasts are written as .npy")
+    check_output_path(out, meta)
+    try:
+        rules = SuspectRules.from_sidecar(meta) if on_suspect != "keep" else None
+    except ValueError as exc:
+        raise PredictError(f"{sidecar or f'{model}.json'}: {exc}") from None
     cal = calendar_input(meta, time)
+    src = InputWindows(input, meta)
     session = make_session(model, threads, optimization)
-    if on_missing == "fail" or "alive" not in meta:
-        x = read_input(input, meta)
-        y = run_model(model, x, meta, session=session, calendar=cal)
-        failed = np.zeros((x.shape[0], 0), bool)
-    else:
-        x = read_input(input, meta, allow_missing=True)
-        failed = failed_sensors(x, meta)
-        y = _run_with_failures(model, x, failed, meta, Path(input), session, cal)
-    write_output(out, y, meta)
+    ids, path = meta["sensor_ids"], Path(input)
+    dropped = DroppedSensors(len(ids))
+    size = chunk or _chunk_windows(meta)
+    with ForecastWriter(out, meta, src.count) as writer:
+        for start, x in src.chunks(size):
+            failed = _failed(x, meta, start, path, on_missing, rules, on_suspect, dropped)
+            writer.write(_run_with_failures(model, x, failed, meta, path, start, session, cal))
+    dropped.warn(path, ids)
     return {
-        "windows": int(x.shape[0]),
-        "output_shape": list(y.shape),
+        "windows": src.count,
+        "output_shape": [src.count, *meta["output"]["shape"][1:]],
         "units": meta["units"],
-        "failed": [[meta["sensor_ids"][k] for k in np.nonzero(row)[0]] for row in failed],
+        "dropped": dropped.summary(ids),
     }
+
+
+def _chunk_windows(meta: dict) -> int:
+    """Windows per chunk: about ``CHUNK_BYTES`` of input and output (float32)."""
+    sizes = [meta["input"]["shape"][1:], meta["output"]["shape"][1:]]
+    per = sum(int(np.prod([int(d) for d in s])) for s in sizes) * 4
+    return max(1, min(MAX_CHUNK, CHUNK_BYTES // max(per, 1)))
+
+
+def _failed(
+    x: np.ndarray,
+    meta: dict,
+    start: int,
+    path: Path,
+    on_missing: str,
+    rules: SuspectRules | None,
+    on_suspect: str,
+    dropped: DroppedSensors,
+) -> np.ndarray:
+    """``[b, K]`` the input sensors to switch off in each window of the chunk ``x``
+    (missing, or suspect under ``drop``); ``x``'s missing readings become NaN in place.
+    An error for a missing sensor under ``--on-missing fail`` or a suspect one under
+    ``--on-suspect fail``, or where the model cannot switch sensors off."""
+    axis, ids = sensor_axis(meta), meta["sensor_ids"]
+    if meta.get("missing_value") is not None:
+        x[x == np.float32(meta["missing_value"])] = np.nan
+    bad = ~np.isfinite(x)
+    missing = bad.any(axis=tuple(a for a in range(1, x.ndim) if a != axis))
+    can_drop = "alive" in meta
+    if missing.any() and (on_missing == "fail" or not can_drop):
+        at = np.argwhere(bad)[0]
+        t = at[1] if axis == 2 else at[2]
+        raise PredictError(
+            f"{path}: input has NaN or inf (window {start + at[0]}, step {t}, sensor "
+            f"{ids[at[axis]]!r}); the model needs every active sensor's data"
+        )
+    dropped.add(start, "missing", missing)
+    failed = missing.copy()
+    if rules is None:
+        return failed
+    for reason, flags in rules.flags(x, meta["kind"]).items():
+        flags &= ~missing
+        if flags.any() and (on_suspect == "fail" or not can_drop):
+            w, k = (int(i) for i in np.argwhere(flags)[0])
+            keep = "" if can_drop else " (this model cannot switch sensors off)"
+            raise PredictError(
+                f"{path}: sensor {ids[k]!r} is {_IS[reason]} in window {start + w}{keep}: "
+                "--on-suspect drop switches it off, keep uses it as it is"
+            )
+        dropped.add(start, reason, flags)
+        failed |= flags
+    return failed
 
 
 def _run_with_failures(
@@ -360,26 +313,20 @@ def _run_with_failures(
     failed: np.ndarray,
     meta: dict,
     path: Path,
+    start: int,
     session,
     calendar: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run each group of windows that share a set of failed sensors with those sensors
     switched off (their input zeroed: it is not used)."""
-    ids = meta["sensor_ids"]
     if failed.all(axis=1).any():
-        w = int(np.argmax(failed.all(axis=1)))
+        w = start + int(np.argmax(failed.all(axis=1)))
         raise PredictError(
-            f"{path}: window {w} has NaN for every input sensor: nothing to forecast from"
+            f"{path}: window {w} has every input sensor missing or suspect: nothing to "
+            "forecast from"
         )
-    if failed.any():
-        names = [ids[k] for k in np.nonzero(failed.any(axis=0))[0]]
-        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        windows = np.nonzero(failed.any(axis=1))[0].tolist()
-        print(
-            f"dynst predict: warning: {path.name}: sensor(s) {', '.join(map(repr, names[:5]))}"
-            f"{more} have NaN in window(s) {windows[:10]}: treated as failed (switched off)",
-            file=sys.stderr,
-        )
+    if not failed.any():
+        return run_model(model, x, meta, session=session, calendar=calendar)
     x = np.where(np.isfinite(x), x, np.float32(0)).astype(np.float32)
     patterns, group = np.unique(failed, axis=0, return_inverse=True)
     y = None

@@ -6,7 +6,9 @@ input order), ``input_index`` (their numbers among all N), ``all_sensor_ids`` (t
 output order), ``channels``, ``t_in``, ``t_out``, ``units``, the layout (``kind``:
 ``graph`` or ``image``, the ``input`` / ``output`` shapes, an image model's ``grid``),
 and once exported the target's fields (input / output names, ``opset``, ``alive``,
-the verification and the model file's ``sha256``). A model with calendar inputs has a
+the verification and the model file's ``sha256``), ``missing_value`` (an input reading
+equal to it counts as missing, like NaN; null for none) and ``suspect`` (the rules that
+flag a lying sensor, :mod:`dynst_fast.suspect`). A model with calendar inputs has a
 ``calendar`` (``steps_per_day``, ``start``, ``features``): its input carries those
 features after the data channels, which ``dynst predict --time`` computes. Only json and
 hashlib are used here: a serving host needs no torch.
@@ -71,9 +73,11 @@ def describe(
     units: str,
     version: str,
     layout: dict[str, Any],
+    missing_value: float | None = None,
 ) -> dict[str, Any]:
     """The sidecar of a deployable model before a target completes it; ``layout`` is the
-    sensor space's part (``SensorSpace.sidecar``: ``kind``, shapes, ``grid``)."""
+    sensor space's part (``SensorSpace.sidecar``: ``kind``, shapes, ``grid``);
+    ``missing_value``: an input reading equal to it is missing, like NaN."""
     return {
         "format": FORMAT,
         "model": model,
@@ -89,6 +93,7 @@ def describe(
         "units": units,
         "dtype": "float32",
         "version": version,
+        "missing_value": missing_value,
         **layout,
     }
 
@@ -154,6 +159,9 @@ def _check_types(meta: dict[str, Any], side: str | os.PathLike) -> None:
         a = meta["alive"]
         if not isinstance(a, dict) or not isinstance(a.get("name"), str):
             raise bad("alive", "an object with the input's name")
+    v = meta.get("missing_value")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        raise bad("missing_value", "a number or null")
     if "calendar" in meta:
         cal = meta["calendar"]
         if not (

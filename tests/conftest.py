@@ -37,7 +37,7 @@ def small_graph() -> CSRGraph:
     return random_graph(23, seed=1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real-data directory; skips when absent, except in CI where it must be there."""
     try:
@@ -73,3 +73,14 @@ def tiny_dynst_run(tmp_path_factory) -> Path:
     )  # fmt: skip
     run(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_dynst_run, tmp_path_factory) -> Path:
+    """``tiny_dynst_run``'s compacted model exported to ONNX (its sidecar beside it), for
+    the tests that serve it; they must not change it."""
+    from dynst_fast.cli import main
+
+    model = tmp_path_factory.mktemp("tiny_export") / "m.onnx"
+    assert main(["export", str(tiny_dynst_run), "--out", str(model)]) == 0
+    return model
