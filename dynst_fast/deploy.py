@@ -17,8 +17,9 @@ from torch import Tensor, nn
 
 from . import __version__
 from .artifacts import RunBundle
-from .data.windows import eval_loader
+from .data.windows import WindowSplits, eval_loader
 from .models.base import takes_alive
+from .sensors import SensorSpace
 from .sidecar import SENSOR_AXIS, describe
 from .suspect import SuspectRules, rules_from_training
 
@@ -78,19 +79,22 @@ def deployable(bundle: RunBundle, dense: bool = False) -> Deployable:
         layout=layout,
         missing_value=bundle.missing_value,
     )
-    side["suspect"] = suspect_rules(bundle, index, c, layout["kind"]).to_dict()
+    rules = suspect_rules(bundle.splits, space, index, c, layout["kind"])
+    side["suspect"] = rules.to_dict()
     return Deployable(module, index, takes_alive(inner), SENSOR_AXIS[layout["kind"]], side)
 
 
-def suspect_rules(bundle: RunBundle, index: Tensor, channels: int, kind: str) -> SuspectRules:
-    """The rules that flag a lying input sensor (``dynst_fast.suspect``), drawn from the
-    training split's windows as the deployable model takes them (original units, the
-    data channels only)."""
+def suspect_rules(
+    splits: WindowSplits, space: SensorSpace, index: Tensor, channels: int, kind: str
+) -> SuspectRules:
+    """The rules that flag a lying input sensor (``dynst_fast.suspect``) of the model on
+    the sensors ``index``, drawn from the training split's windows as the deployable
+    model takes them (original units, the data channels only; ``kind``: the sidecar's
+    layout, ``graph`` or ``image``)."""
 
     def windows():
-        for x, _ in eval_loader(bundle.splits.train):
-            x = bundle.splits.denormalize_input(x.to(torch.float32))
-            x = bundle.space.serving_input(x, index)
+        for x, _ in eval_loader(splits.train):
+            x = space.serving_input(splits.denormalize_input(x.to(torch.float32)), index)
             yield x[:, :, :, :channels].numpy()  # the channel axis is 3 in both layouts
 
     return rules_from_training(windows(), kind)
