@@ -211,6 +211,12 @@ class TrainConfig:
         "fine-tune with this share of the active sensors failed at random in every step "
         "(switched off as at serving time), so that forecasts degrade gracefully",
     )
+    stuck_share: float = setting(
+        0.0,
+        "with --failure-rate: this share of the failed sensors is stuck instead of silent "
+        "(its readings hold the window's first value and it stays switched on), so that the "
+        "model learns to discount a sensor that stops changing",
+    )
     sensor_dropout: float = setting(
         0.0,
         "train the dense model with this share of the sensors switched off at random in "
@@ -323,6 +329,8 @@ class RunConfig:
                 raise ValueError(f"{flag_of(section, name)} must be in [0, 1]")
         if not 0.0 <= t.failure_rate < 1.0:
             raise ValueError(f"--failure-rate must be in [0, 1), got {t.failure_rate}")
+        if not 0.0 <= t.stuck_share <= 1.0:
+            raise ValueError(f"--stuck-share must be in [0, 1], got {t.stuck_share}")
         if not 0.0 <= t.sensor_dropout < 1.0:
             raise ValueError(f"--sensor-dropout must be in [0, 1), got {t.sensor_dropout}")
         if not (math.isfinite(t.distill) and t.distill >= 0):

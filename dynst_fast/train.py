@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .data import WindowDataset, WindowSplits
 from .evaluation import validation_mae
 from .models import GatedBackbone
-from .models.base import takes_alive
+from .models.base import CompactBackbone, takes_alive
 from .sparsifier import Sparsifier
 
 
@@ -130,6 +130,20 @@ def random_failures(k: int, rate: float, generator: torch.Generator) -> Tensor |
     if not bool(alive.any()):
         alive[int(torch.randint(k, (1,), generator=generator))] = 1.0
     return alive
+
+
+def stuck_failures(
+    x: Tensor, alive: Tensor, compact: CompactBackbone, share: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Of the active sensors ``alive`` fails, each with probability ``share`` is stuck
+    instead: its data in the full inputs ``x`` held at the window's first reading, and it
+    stays switched on. Returns the inputs and ``alive``."""
+    stuck = (alive == 0) & (torch.rand(alive.numel(), generator=generator) < share)
+    if not bool(stuck.any()):
+        return x, alive
+    p = compact.parent
+    x = p.space.hold_first(x, compact.index[stuck.to(compact.index.device)], p.channels)
+    return x, torch.where(stuck, torch.ones_like(alive), alive)
 
 
 def switch_on_estimate(sp: Sparsifier, std: np.ndarray, signed: bool = False) -> np.ndarray | None:
@@ -269,6 +283,8 @@ def fit(
                         )
                     compact_net = _data_parallel(compact)
                 alive = random_failures(compact.num_active, train.failure_rate, failures)
+                if alive is not None and train.stuck_share > 0:
+                    xb, alive = stuck_failures(xb, alive, compact, train.stuck_share, failures)
                 xa = compact.gather_input(xb)
                 pred = compact_net(xa) if alive is None else compact_net(xa, alive)
             else:

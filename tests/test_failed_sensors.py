@@ -19,7 +19,7 @@ from dynst_fast.deploy import deployable
 from dynst_fast.models import build_backbone
 from dynst_fast.morph import PatchGrid
 from dynst_fast.sensors import GraphSensors, PatchSensors
-from dynst_fast.train import random_failures
+from dynst_fast.train import random_failures, stuck_failures
 
 N_GRAPH, T_IN, T_OUT, C = 23, 12, 3, 2
 OPTIONS = {
@@ -113,6 +113,38 @@ def test_random_failures():
     assert bool((draws.sum(dim=1) >= 1).all())  # never all failed
     assert abs(float(1 - draws.mean()) - 0.3) < 0.05
     assert bool((random_failures(3, 0.99, g) == torch.tensor([0.0, 0.0, 0.0])).sum() == 2)
+
+
+@pytest.mark.parametrize("name", ["stgcn", "vit"])
+def test_stuck_sensors_hold_their_first_reading_and_stay_on(name):
+    """``--stuck-share``: of the failures drawn, a share becomes stuck sensors (every
+    step of their data equals the window's first, the calendar channels untouched), left
+    switched on; the other sensors' inputs do not change."""
+    model, x = _model_and_input(name, 0)
+    n = model.space.num_sensors
+    idx, _, alive = _active_set(n, max(3, n // 2), 1)
+    compact = model.compact(idx)
+    g = torch.Generator().manual_seed(0)
+    held, on = stuck_failures(x, alive, compact, 1.0, g)  # every failure stuck
+    assert torch.equal(on, torch.ones_like(alive))
+    stuck = idx[alive == 0]
+    cells = model.space.cells(held)  # [B, T, M, C]: M sensors or pixels
+    which = model.space.cells(model.space.gate_input(torch.ones_like(x[:, :1]), _gate(n, stuck)))
+    m = which[0, 0, :, 0] != 0
+    assert torch.equal(cells[:, :, m], cells[:, :1, m].expand_as(cells[:, :, m]))
+    assert not torch.equal(cells[:, :, m], model.space.cells(x)[:, :, m])
+    assert torch.equal(cells[:, :, ~m], model.space.cells(x)[:, :, ~m])
+    one = model.space.cells(model.space.hold_first(x, stuck, 1))  # channel 1 as a calendar
+    assert torch.equal(one[..., 1:], model.space.cells(x)[..., 1:])
+    assert torch.equal(one[..., :1], cells[..., :1])
+    same, kept = stuck_failures(x, alive, compact, 0.0, g)
+    assert same is x and torch.equal(kept, alive)
+
+
+def _gate(n: int, on: torch.Tensor) -> torch.Tensor:
+    g = torch.zeros(n)
+    g[on] = 1.0
+    return g
 
 
 # ---------------------------------------------------------------- a run, exported

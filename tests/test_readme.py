@@ -45,3 +45,18 @@ def test_lightning_snippet_runs(tmp_path, monkeypatch) -> None:
     sp = scope["dynst"].sparsifier
     assert sp.step_count == 90 and sp.num_active == 6
     assert scope["deployed"](torch.randn(2, 12, 6, 1)).shape == (2, 3, N, 1)
+
+
+def test_suspect_snippet_runs(tiny_dynst_run) -> None:
+    from dynst_fast.artifacts import load_run
+    from dynst_fast.deploy import deployable
+
+    side = deployable(load_run(tiny_dynst_run)).sidecar
+    low = torch.tensor([r[0] for r in side["suspect"]["low"]])
+    high = torch.tensor([r[0] for r in side["suspect"]["high"]])
+    x = (low + high) / 2 + (high - low) / 4 * (2 * torch.rand(3, side["t_in"], low.numel()) - 1)
+    x = x[..., None].contiguous()
+    x[0, :, 1] = x[0, 0, 1]  # sensor 1 stuck in window 0
+    scope = _run_snippet("**Sensors that lie.**", run_dir=tiny_dynst_run, x=x)
+    assert scope["lying"].tolist()[0][:3] == [False, True, False] and not scope["lying"][1:].any()
+    assert scope["forecast"].shape == (1, side["t_out"], side["num_sensors"], 1)

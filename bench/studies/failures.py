@@ -42,8 +42,8 @@ def split_mae(compact, splits, space, split: str, failed: torch.Tensor, case: st
     """Whole-field MAE (original units) on ``split`` of ``compact`` with the active
     sensors where ``failed`` is True failed as ``case`` says: ``off`` (``alive`` 0),
     ``mean_fill`` (their inputs the training mean), ``stuck_kept`` (the window's first
-    reading held at every step, fed as it is) or ``stuck_found`` (the same, then every window checked by
-    ``rules`` and what they flag switched off, false alarms included)."""
+    reading held at every step, fed as it is) or ``stuck_found`` (the same, then every
+    window checked by ``rules`` and what they flag switched off, false alarms included)."""
     preds, targets = [], []
     k = compact.num_active
     alive = (~failed).to(torch.float32)
@@ -91,6 +91,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_run_flags(p)
     p.add_argument("--failure-rates", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
+    p.add_argument(
+        "--stuck-shares", type=float, nargs="+", default=[0.0],
+        help="--stuck-share of the fine-tunings with failures (each rate x each)",
+    )  # fmt: skip
     p.add_argument("--shares", type=float, nargs="+", default=list(SHARES))
     p.add_argument("--draws", type=int, default=10)
     args = p.parse_args()
@@ -99,8 +103,10 @@ def main() -> None:
     dense, dm = dense_run(prep)
     print(f"dense MAE {dm['mae']:.4f}", flush=True)
     results: dict[str, dict] = {}
-    for rate in args.failure_rates:
-        trained = sparse_train(sparse_plan(prep, "dynst", failure_rate=rate), dense)
+    combos = [(r, s) for r in args.failure_rates for s in args.stuck_shares if r > 0 or s == 0]
+    for rate, stuck in combos:
+        plan = sparse_plan(prep, "dynst", failure_rate=rate, stuck_share=stuck)
+        trained = sparse_train(plan, dense)
         compact = compacted({"dynst": trained})["dynst"]
         k = compact.num_active
         rules = suspect_rules(prep.splits, prep.space, compact.index,
@@ -110,23 +116,32 @@ def main() -> None:
         for share in args.shares:
             failed_n = int(round(share * k))
             draws = 1 if failed_n == 0 else args.draws
-            row = {"share": share, "failed": failed_n, "val": [], **{c: [] for c in CASES}}
+            row = {"share": share, "failed": failed_n, "val": [], "val_stuck": [],
+                   **{c: [] for c in CASES}}  # fmt: skip
             for _ in range(draws):
                 failed = torch.zeros(k, dtype=torch.bool)
                 failed[torch.randperm(k, generator=gen)[:failed_n]] = True
-                row["val"].append(split_mae(compact, prep.splits, prep.space, "val", failed, "off"))
+                for key, case in (("val", "off"), ("val_stuck", "stuck_kept")):
+                    row[key].append(
+                        split_mae(compact, prep.splits, prep.space, "val", failed, case)
+                    )
                 for case in CASES:
                     row[case].append(
                         split_mae(compact, prep.splits, prep.space, "test", failed, case, rules)
                     )
             rows.append(row)
             print(
-                f"failure-rate {rate:g}: {failed_n}/{k} failed: "
+                f"failure-rate {rate:g}, stuck share {stuck:g}: {failed_n}/{k} failed: "
                 f"val {statistics.fmean(row['val']):.4f}"
                 + "".join(f", {c} {statistics.fmean(row[c]):.4f}" for c in CASES),
                 flush=True,
             )
-        results[f"{rate:g}"] = {"active": k, "rows": rows}
+        results[f"{rate:g}" + (f", stuck share {stuck:g}" if stuck else "")] = {
+            "active": k,
+            "rows": rows,
+            "failure_rate": rate,
+            "stuck_share": stuck,
+        }
     seconds = time.perf_counter() - started
     _write(args, prep, dm, results, seconds)
 
@@ -142,6 +157,8 @@ def chosen_rate(results: dict) -> str:
 
 
 def _ms(v: list[float]) -> str:
+    if not v:
+        return "-"
     return f"{statistics.fmean(v):.4f}" + (f" ± {statistics.stdev(v):.4f}" if len(v) > 1 else "")
 
 
@@ -157,16 +174,18 @@ def _write(args, prep, dm, results, seconds: float) -> None:
         f"row fails that share of the K active sensors, drawn at random {args.draws} times "
         "(mean ± std; the same draws for every failure rate). *val, off*: validation MAE "
         "with the failed sensors switched off (`alive` 0), which chooses the failure rate "
-        f"(lowest at {CHOOSE_AT:.0%} failed: **{best}**). The test columns: *off*; "
+        f"(lowest at {CHOOSE_AT:.0%} failed: **{best}**); *val, stuck fed*: with them "
+        "stuck and fed as they are (what `--stuck-share` would improve). The test columns: "
+        "*off*; "
         "*mean-filled* (their inputs the training mean, what a model without `alive` is "
         "given); *stuck, fed* (the window's first reading held at every step, fed as it is: "
         "`--on-suspect keep`); *stuck, found* (the same, every window checked by the "
         "sidecar's suspect rules and what they flag switched off, false alarms included: "
         f"`dynst predict`'s default). Dense test MAE {dm['mae']:.4f}.",
         "",
-        "| fine-tuned with | failed | val, off | test, off | vs no failure | mean-filled | "
-        "stuck, fed | stuck, found | vs no failure |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| fine-tuned with | failed | val, off | val, stuck fed | test, off | vs no failure | "
+        "mean-filled | stuck, fed | stuck, found | vs no failure |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rate, r in results.items():
         base = statistics.fmean(r["rows"][0]["off"])
@@ -175,7 +194,8 @@ def _write(args, prep, dm, results, seconds: float) -> None:
             off, found = statistics.fmean(row["off"]), statistics.fmean(row["stuck_found"])
             lines.append(
                 f"| failure rate {rate}{mark} | {row['failed']}/{r['active']} "
-                f"({row['share']:.0%}) | {_ms(row['val'])} | {_ms(row['off'])} | "
+                f"({row['share']:.0%}) | {_ms(row['val'])} | {_ms(row.get('val_stuck', []))} | "
+                f"{_ms(row['off'])} | "
                 f"{off / base - 1:+.1%} | {_ms(row['mean_fill'])} | {_ms(row['stuck_kept'])} | "
                 f"{_ms(row['stuck_found'])} | {found / base - 1:+.1%} |"
             )
@@ -183,7 +203,8 @@ def _write(args, prep, dm, results, seconds: float) -> None:
     lines += [
         "",
         f"Reproduce: `python -m bench.studies.failures --data {args.data} --horizon {args.horizon} "
-        f"--sparsity {args.sparsity:g} --failure-rates {rates} --draws {args.draws} "
+        f"--sparsity {args.sparsity:g} --failure-rates {rates} --stuck-shares "
+        f"{' '.join(f'{v:g}' for v in args.stuck_shares)} --draws {args.draws} "
         f"--epochs {args.epochs} --seed {args.seed} --out {args.out}`",
         "",
         f"Total time {seconds:.0f} s.",

@@ -103,6 +103,17 @@ class SensorSpace(ABC):
     def gate_input(self, x: Tensor, gate: Tensor) -> Tensor:
         """``x`` with every value of sensor j multiplied by ``gate[j]``."""
 
+    def hold_first(self, x: Tensor, sensors: Tensor, channels: int) -> Tensor:
+        """Full inputs ``x [B, T, ...]`` with the first ``channels`` (the data; calendar
+        channels after them stay) of the sensors ``sensors`` held at the window's first
+        step at every step: what a stuck sensor sends."""
+        gate = torch.zeros(self.num_sensors, dtype=x.dtype, device=x.device)
+        gate[sensors.to(x.device)] = 1.0
+        held = self.cells(self.gate_input(torch.ones_like(x[:, :1]), gate)).clone()
+        held[..., channels:] = 0.0
+        held = self.from_cells(held, x[:, :1])
+        return x * (1 - held) + x[:, :1] * held
+
     # ---------------------------------------------------------------- evaluation
     def metric_stream(self, t_out: int, target_range: Callable[[], float]) -> StreamingMetrics:
         """An empty accumulator of this space's whole-field metrics of ``[B, t_out, ...]``
