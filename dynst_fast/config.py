@@ -41,11 +41,19 @@ def prune_signal(prune_by: str, kind: str) -> str:
 
 
 def setting(
-    default: Any, help: str, *, flag: str | None = None, choices=None, metavar: str | None = None
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    choices=None,
+    metavar: str | None = None,
+    number_as_text: bool = False,
 ) -> Any:
     """A config field: its default, its help line, and optionally its flag, choices and
-    the name of its value in ``--help``."""
-    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar}
+    the name of its value in ``--help``; ``number_as_text``: a text field that a TOML
+    file may also give as a number (``missing_value = 0``)."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar,
+            "number_as_text": number_as_text}  # fmt: skip
     if isinstance(default, (list, dict)):
         return field(default_factory=type(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -83,6 +91,7 @@ class DataConfig:
         "missing_value, else 0 for the METR-LA / PEMS-BAY (DCRNN) and PEMS (ASTGCN) "
         "layouts, as the field scores them, and none for the others",
         metavar="V",
+        number_as_text=True,
     )
 
     def read_options(self) -> ReadOptions:
@@ -412,6 +421,9 @@ def _build(cls: type, d: dict[str, Any], source: str, prefix: str):
                 raise ValueError(f"{source}: [{prefix}{name}] must be a table")
             kwargs[name] = _build(kind, value, source, f"{prefix}{name}.")
         else:
+            number_as_text = fields[name].metadata.get("number_as_text", False)
+            if number_as_text and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = f"{value:g}" if isinstance(value, float) else str(value)
             kwargs[name] = coerce(value, kind, f"{source}: {prefix}{name}")
     return cls(**kwargs)
 

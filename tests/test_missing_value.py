@@ -108,3 +108,24 @@ def test_missing_value_is_checked_and_refused_on_grid_data(tmp_path):
     assert (
         load_dataset(grid, kind="grid", options=ReadOptions(missing_value=-2.0)).missing.masked == 0
     )
+
+
+def test_missing_value_in_toml_as_text_or_number(tmp_path):
+    for text, want in (('"none"', "none"), ("0", "0"), ("-9999.5", "-9999.5"), ('"auto"', "auto")):
+        f = tmp_path / "c.toml"
+        f.write_text(f"[data]\nmissing_value = {text}\n")
+        cfg = RunConfig.from_toml(f).validate()
+        assert cfg.data.missing_value == want
+        assert RunConfig.from_dict(cfg.to_dict()).data.missing_value == want  # round trip
+    f.write_text("[data]\nmissing_value = true\n")
+    with pytest.raises(ValueError, match="missing_value must be str"):
+        RunConfig.from_toml(f)
+
+
+def test_the_masked_count_is_printed(metr_zeros, capsys):
+    from dynst_fast.plan import resolve
+
+    d, vals = metr_zeros
+    resolve(RunConfig.from_flags(data=str(d), horizon=3, epochs=3, rounds=2, batch_size=32))
+    err = capsys.readouterr().err
+    assert f"{int((vals == 0).sum()):,} of {vals.size:,} readings" in err and "equal 0" in err
