@@ -18,6 +18,7 @@ table, a JSON file and a picture.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -87,7 +88,53 @@ def _with_checks(compact, splits, space, xa, x, rules, k) -> torch.Tensor:
     return out
 
 
+def summarize(paths: list[str], out: Path) -> None:
+    """The mean over seeds (one JSON of this study per seed) of the cost of failures:
+    whole-field test MAE at each share failed against none, for every fine-tuning they
+    share."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    common = [k for k in runs[0]["results"] if all(k in r["results"] for r in runs)]
+    seeds = [r["args"]["seed"] for r in runs]
+    epochs = {r["args"]["epochs"] for r in runs}
+    lines = [
+        f"# Failed and stuck sensors, mean over seeds {', '.join(map(str, seeds))}",
+        "",
+        f"Whole-field test MAE against no failure of the same model, {'/'.join(map(str, epochs))} "
+        f"epochs per training; each seed's draws as in its own table ({', '.join(paths)}).",
+        "",
+        "| fine-tuned with | failed | test, off: vs no failure | stuck, found: vs no failure |"
+        " stuck, fed: vs no failure |",
+        "|---|---|---|---|---|",
+    ]
+    for key in common:
+        rows = [r["results"][key]["rows"] for r in runs]
+        for i, row in enumerate(rows[0]):
+            cost = {
+                c: statistics.fmean(
+                    statistics.fmean(rs[i][c]) / statistics.fmean(rs[0]["off"]) - 1 for rs in rows
+                )
+                for c in ("off", "stuck_found", "stuck_kept")
+            }
+            lines.append(
+                f"| failure rate {key} | {row['failed']}/{runs[0]['results'][key]['active']} "
+                f"({row['share']:.0%}) | {cost['off']:+.2%} | {cost['stuck_found']:+.2%} | "
+                f"{cost['stuck_kept']:+.2%} |"
+            )
+    lines += ["", f"Reproduce: `python -m bench.studies.failures --summarize {' '.join(paths)} "
+              f"--out {out}`", ""]  # fmt: skip
+    write_atomic(out.with_suffix(".md"), "\n".join(lines))
+
+
 def main() -> None:
+    import sys
+
+    if "--summarize" in sys.argv:
+        s = argparse.ArgumentParser()
+        s.add_argument("--summarize", nargs="+", required=True, help="the JSON of each seed")
+        s.add_argument("--out", required=True)
+        a = s.parse_args()
+        summarize(a.summarize, Path(a.out))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_run_flags(p)
     p.add_argument("--failure-rates", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
