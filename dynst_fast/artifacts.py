@@ -22,6 +22,7 @@ Checkpoints hold only tensors and plain Python values and are read with
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,9 +64,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     file that is not one of ours)."""
     p = Path(path)
     try:
-        ck = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on foreign pickles is not ours
+            warnings.simplefilter("ignore")
+            ck = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # a foreign or broken file fails in many ways inside torch.load
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in first:  # torch suggests weights_only=False: never for a user's file
+            first = "it holds objects other than tensors and plain data, which are not loaded"
         raise ValueError(f"{p} is not a readable dynst_fast checkpoint ({first})") from None
     if not isinstance(ck, dict) or "format" not in ck:
         raise ValueError(f"{p} is not a dynst_fast checkpoint")

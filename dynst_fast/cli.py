@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 COMMANDS = {
     "run": "train dense and DynST models, evaluate, time, write a run directory",
@@ -194,13 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         "rank": _rank,
         "bench": _bench,
     }[args.command]
+    previous = _terminate_as_interrupt()
     try:
         return handler(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.debug or os.environ.get("DYNST_DEBUG"):
             raise
-        print(f"\ndynst {args.command}: interrupted", file=sys.stderr)
-        return 130
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\ndynst {args.command}: {what}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:
         if args.debug or os.environ.get("DYNST_DEBUG"):
             raise
@@ -209,6 +213,25 @@ def main(argv: list[str] | None = None) -> int:
         if not expected:
             message += " (unexpected: --debug shows where; please report it)"
         return _fail(args.command, message)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that every partial file is cleaned up on
+    the way out as after Ctrl-C."""
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM raise :class:`Terminated` (main thread only); the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ else:  # pragma: no cover - Python 3.10
 
 SPARSE_SCHEMES = schemes.scheme_names(sparse=True)
 PRUNE_BY = ("auto", "theta", "taylor")
+F32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without importing numpy
 
 
 def prune_signal(prune_by: str, kind: str) -> str:
@@ -115,6 +117,11 @@ def parse_missing(value: str) -> float | str | None:
         v = math.nan
     if not math.isfinite(v):
         raise ValueError(f"--missing-value must be a number, none or auto, got {value!r}")
+    if abs(v) > F32_MAX:
+        raise ValueError(
+            f"--missing-value {value}: beyond float32's range (+-{F32_MAX:.3g}), so no reading "
+            "can equal it"
+        )
     return v
 
 
@@ -340,6 +347,10 @@ class RunConfig:
             raise ValueError(f"--failure-rate must be in [0, 1), got {t.failure_rate}")
         if not 0.0 <= t.stuck_share <= 1.0:
             raise ValueError(f"--stuck-share must be in [0, 1], got {t.stuck_share}")
+        if t.stuck_share > 0 and t.failure_rate == 0:
+            raise ValueError("--stuck-share makes some of the failures stuck: give --failure-rate")
+        if s.prune_by not in PRUNE_BY:
+            raise ValueError(f"--prune-by must be one of {', '.join(PRUNE_BY)}, got {s.prune_by!r}")
         if not 0.0 <= t.sensor_dropout < 1.0:
             raise ValueError(f"--sensor-dropout must be in [0, 1), got {t.sensor_dropout}")
         if not (math.isfinite(t.distill) and t.distill >= 0):
@@ -369,6 +380,14 @@ class RunConfig:
             if key not in by_flag:
                 raise ValueError(f"unknown setting {key!r}; settings: {', '.join(by_flag)}")
             section, f = by_flag[key]
+            kind = typing.get_type_hints(type(getattr(cfg, section)) if section else cls)[f.name]
+            if f.metadata.get("number_as_text") and isinstance(value, (int, float)):
+                value = str(value) if not isinstance(value, bool) else value
+            if isinstance(value, os.PathLike):  # data=Path(...), out=tmp_path / "run"
+                value = os.fspath(value)
+            if isinstance(value, tuple):
+                value = list(value)
+            value = coerce(value, kind, key)
             (sections.setdefault(section, {}) if section else top)[f.name] = value
         new = {s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()}
         return dataclasses.replace(cfg, **new, **top)

@@ -142,12 +142,27 @@ class RunPlan:
         return str(self.config.out)
 
     def build_model(self) -> GatedBackbone:
-        """The resolved backbone, its weights drawn from ``torch`` seeded with the seed."""
+        """The resolved backbone, its weights drawn from ``torch`` seeded with the seed;
+        :class:`ModelBuildError` naming the options where they do not make a model."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         m, d = cfg.model, cfg.data
-        return build_backbone(m.name, self.space, d.t_in, d.horizon, self.dataset.num_channels,
-                              m.options)  # fmt: skip
+        try:
+            return build_backbone(m.name, self.space, d.t_in, d.horizon,
+                                  self.dataset.num_channels, m.options)  # fmt: skip
+        except (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError,
+                MemoryError) as exc:  # fmt: skip
+            first = " ".join(str(exc).split())[:200] or type(exc).__name__
+            options = ", ".join(f"{k}={v}" for k, v in m.options.items())
+            raise ModelBuildError(
+                f"--model {m.name} cannot be built with its options ({options}): {first}; "
+                "see --model's list for what each --option / --hidden takes"
+            ) from None
+
+
+class ModelBuildError(ValueError):
+    """The backbone's options do not make a model (nothing was trained, so nothing is
+    kept to resume)."""
 
 
 def load(cfg: RunConfig) -> Dataset:

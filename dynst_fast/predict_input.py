@@ -62,7 +62,7 @@ class InputWindows:
             ) from None
         if not isinstance(mm, np.ndarray):
             raise PredictError(f"{self.path} is not a .npy array file (an .npz archive?)")
-        if np.iscomplexobj(mm) or not np.issubdtype(mm.dtype, np.number):
+        if np.iscomplexobj(mm) or mm.dtype.kind not in "iuf":
             raise PredictError(f"{self.path}: input must be real and numeric, got dtype {mm.dtype}")
         self.dtype, shape = mm.dtype, tuple(mm.shape)
         self._offset = int(mm.offset) if isinstance(mm, np.memmap) else None
@@ -187,6 +187,8 @@ def _read_csv(path: Path, meta: dict) -> np.ndarray:
             rows = list(csv.reader(f))
     except UnicodeDecodeError as exc:
         raise PredictError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise PredictError(f"{path} is not a CSV table ({exc})") from None
     if not rows:
         raise PredictError(f"{path} is empty")
     header = [h.strip() for h in rows[0]]
@@ -205,7 +207,7 @@ def _read_csv(path: Path, meta: dict) -> np.ndarray:
         raise PredictError(
             f"{path}: missing input sensor column(s) {', '.join(map(repr, missing[:3]))}{more}"
         )
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    body = [r for r in rows[1:] if r]  # a line of empty cells is a step with no reading
     if len(body) != meta["t_in"]:
         raise PredictError(f"{path}: expected {meta['t_in']} rows (T_in steps), got {len(body)}")
     cols = [col_of[str(s)] for s in meta["sensor_ids"]]
@@ -213,4 +215,13 @@ def _read_csv(path: Path, meta: dict) -> np.ndarray:
         x = np.array([[float(r[j]) if r[j].strip() else np.nan for j in cols] for r in body])
     except (ValueError, IndexError) as exc:
         raise PredictError(f"{path}: a cell is not a number or a row is short ({exc})") from exc
+    huge = np.isinf(x) & np.array(
+        [[r[j].strip().lower().lstrip("+-") not in ("inf", "infinity") for j in cols] for r in body]
+    )
+    if huge.any():
+        t, k = (int(i) for i in np.argwhere(huge)[0])
+        raise PredictError(
+            f"{path}: value {body[t][cols[k]].strip()!r} (step {t}, sensor "
+            f"{meta['sensor_ids'][k]!r}) is beyond float32's range (+-{F32_MAX:.3g})"
+        )
     return x[None, :, :, None]

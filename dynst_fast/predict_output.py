@@ -28,6 +28,9 @@ def check_output_path(path: str | os.PathLike, meta: dict) -> Path:
         raise PredictError(f"{path}: image forecasts are written as .npy")
     if path.is_dir():
         raise PredictError(f"--out {path} is a directory: name a .npy or .csv file")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise PredictError(f"--out {path}: {parent} is a file, not a directory")
     return path
 
 
@@ -59,13 +62,16 @@ class ForecastWriter:
         else:
             if self._file is None:
                 self._open((self.count, *y.shape[1:]))
-            self._file.write(y.tobytes())
+            try:
+                self._file.write(y.tobytes())
+            except OSError as exc:
+                raise self._cannot(exc) from None
         self.done += y.shape[0]
 
     def _open(self, shape: tuple[int, ...]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.partial, "wb")  # noqa: SIM115 (closed in __exit__)
+            self._file = _fresh(self.partial)
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
                       "fortran_order": False, "shape": shape}  # fmt: skip
             np.lib.format.write_array_header_2_0(self._file, header)
@@ -91,13 +97,16 @@ class ForecastWriter:
         finally:
             if self._file is not None and not self._file.closed:
                 self._file.close()
-            self.partial.unlink(missing_ok=True)
+            try:
+                self.partial.unlink(missing_ok=True)
+            except OSError:
+                pass  # nothing was created there
 
     def _publish(self) -> None:
         try:
             if self.path.suffix == ".csv":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.partial, "w", newline="") as f:
+                with _fresh(self.partial, text=True) as f:
                     w = csv.writer(f)
                     w.writerow(self.meta["all_sensor_ids"])
                     w.writerows([[f"{v:.6g}" for v in row] for row in self._rows[0][0, :, :, 0]])
@@ -110,3 +119,13 @@ class ForecastWriter:
             raise PredictError(
                 f"--out {self.path}: cannot write it ({exc.strerror or exc})"
             ) from None
+
+
+def _fresh(path: Path, text: bool = False):
+    """``path`` opened for writing as a new file: a stale one (a killed predict's) is
+    removed first, never followed if it is a link, and the new one gets the umask's mode
+    (0666 less it), whatever the old one had."""
+    path.unlink(missing_ok=True)  # a link is removed, not followed
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o666)
+    return os.fdopen(fd, "w", newline="") if text else os.fdopen(fd, "wb")

@@ -80,17 +80,12 @@ def check_schedule(
     )
     if epochs is not None:
         fixes.append(f"--epochs {epochs}")
-    batch = next(
-        (
-            bb
-            for bb in range(b - 1, 0, -1)
-            if _fits(
-                _build(sched, scheme, sparsity, n, train.epochs * _steps(num_windows, bb, world)),
-                train.epochs * _steps(num_windows, bb, world),
-            )
-        ),
-        None,
-    )
+
+    def fits_batch(bb: int) -> bool:
+        total_bb = train.epochs * _steps(num_windows, bb, world)
+        return _fits(_build(sched, scheme, sparsity, n, total_bb), total_bb)
+
+    batch = _largest(fits_batch, min(b - 1, num_windows))
     if batch is not None:
         fixes.append(f"--batch-size {batch}")
     if s.num_rounds > 1:
@@ -117,6 +112,21 @@ def check_schedule(
         f"{steps} batch(es) of {b * world} windows), so {what}: use "
         + (" or ".join(fixes) if fixes else "more training windows")
     )
+
+
+def _largest(ok, hi: int) -> int | None:
+    """The largest ``v`` in ``[1, hi]`` with ``ok(v)``, for an ``ok`` that holds up to
+    some value and not above it (a smaller batch only adds steps); None if none does."""
+    if hi < 1 or not ok(1):
+        return None
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _with_rounds(sched: ScheduleConfig, rounds: int) -> ScheduleConfig:

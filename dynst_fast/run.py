@@ -32,7 +32,7 @@ from .constraints import Constraints
 from .data.windows import eval_batch_size
 from .evaluation import evaluate_model
 from .models import CompactBackbone
-from .plan import RunPlan, resolve
+from .plan import ModelBuildError, RunPlan, resolve
 from .records import (
     DenseResult,
     MaskRecord,
@@ -105,9 +105,9 @@ def _run(cfg: RunConfig, resume: bool, t_start: float) -> dict[str, Any]:
         metrics = finish(plan, dense, sparse, t_start)
     except KeyboardInterrupt:
         raise RunInterrupted(plan.out) from None
-    except TrainingDiverged:
-        if stage_dir is not None:
-            shutil.rmtree(stage_dir, ignore_errors=True)  # resuming would diverge the same way
+    except (TrainingDiverged, ModelBuildError):
+        if stage_dir is not None:  # resuming would diverge or fail the same way
+            shutil.rmtree(stage_dir, ignore_errors=True)
         raise
     return MetricsDict({**metrics.to_dict(), "out": plan.out})
 

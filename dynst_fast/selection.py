@@ -181,7 +181,7 @@ def read_mask(path: str | Path, ids: Sequence[str]) -> list[str]:
     if path.suffix.lower() == ".json":
         try:
             doc = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"--mask: {path} is not valid JSON ({exc})") from None
         names = _mask_ids(doc, path)
     else:

@@ -236,6 +236,14 @@ def predict(
         rules = SuspectRules.from_sidecar(meta) if on_suspect != "keep" else None
     except ValueError as exc:
         raise PredictError(f"{sidecar or f'{model}.json'}: {exc}") from None
+    if rules is None and on_suspect != "keep":
+        what = (
+            f"the sidecar of {model} has no suspect rules (exported before they existed, or edited)"
+        )
+        if on_suspect == "fail":
+            raise PredictError(f"--on-suspect fail: {what}: export it again")
+        print(f"dynst predict: warning: {what}: stuck or absurd sensors are not checked; "
+              "export it again", file=sys.stderr)  # fmt: skip
     cal = calendar_input(meta, time)
     src = InputWindows(input, meta)
     session = make_session(model, threads, optimization)

@@ -120,7 +120,7 @@ def load(model: str | os.PathLike, sidecar: str | os.PathLike | None = None) -> 
         raise SidecarError(f"no sidecar at {side}: export writes it beside the model")
     try:
         meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise SidecarError(f"sidecar {side} is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict):
         raise SidecarError(f"sidecar {side} must hold a JSON object")
@@ -160,8 +160,12 @@ def _check_types(meta: dict[str, Any], side: str | os.PathLike) -> None:
         if not isinstance(a, dict) or not isinstance(a.get("name"), str):
             raise bad("alive", "an object with the input's name")
     v = meta.get("missing_value")
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-        raise bad("missing_value", "a number or null")
+    if v is not None and (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not abs(v) <= 3.4028234663852886e38
+    ):
+        raise bad("missing_value", "a number within float32's range, or null")
     if "calendar" in meta:
         cal = meta["calendar"]
         if not (
@@ -181,6 +185,18 @@ def _check_types(meta: dict[str, Any], side: str | os.PathLike) -> None:
             isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape
         ):
             raise bad(f"{name}.shape", "a list of sizes")
+    if meta["format"] > FORMAT:
+        raise bad(
+            "format", f"at most {FORMAT} (written by a newer dynst_fast), got {meta['format']}"
+        )
+    if meta["kind"] not in SENSOR_AXIS:
+        raise bad("kind", f"one of {', '.join(SENSOR_AXIS)}, got {meta['kind']!r}")
+    for name in ("sensor_ids", "all_sensor_ids"):
+        ids = meta[name]
+        if not all(isinstance(i, str) for i in ids):
+            raise bad(name, "a list of strings")
+        if len(set(ids)) != len(ids):
+            raise bad(name, "a list of distinct ids")
     index = meta["input_index"]
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in index) or not all(
         0 <= i < meta["num_sensors"] for i in index

@@ -61,11 +61,16 @@ class SuspectRules:
     def flags(self, x: np.ndarray, kind: str) -> dict[str, np.ndarray]:
         """``{"stuck": [B, K], "out of range": [B, K]}`` bool for windows ``x`` (NaN is
         neither: it is missing, which the caller handles)."""
-        v = canonical(np.asarray(x), kind)
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"suspect rules check real numbers, got dtype {x.dtype}")
+        v = canonical(x, kind)
         b, k = v.shape[:2]
         if k != self.num_sensors:
             raise ValueError(f"the suspect rules are for {self.num_sensors} sensors, got {k}")
         stuck = np.zeros((b, k), dtype=bool)
+        if b == 0:
+            return {"stuck": stuck, "out of range": stuck.copy()}
         if v.shape[2] > 1:  # a window of one step is always constant
             same = (v.max(axis=2) == v.min(axis=2)).reshape(b, k, -1).all(axis=2)
             stuck = same & self.check_stuck[None, :]
@@ -113,6 +118,10 @@ class SuspectRules:
             isinstance(stuck, list) and len(stuck) == k and all(isinstance(s, bool) for s in stuck)
         ):
             raise ValueError(f"the sidecar's suspect.check_stuck must be {k} booleans")
+        for name in ("margin", "stuck_share"):
+            v = d.get(name, 0.0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ValueError(f"the sidecar's suspect.{name} must be a number >= 0, got {v!r}")
         return cls(
             bounds("low", -np.inf),
             bounds("high", np.inf),
@@ -166,6 +175,10 @@ def suspect_sensors(x: Any, rules: SuspectRules, kind: str = "graph") -> Any:
     """``[B, K]`` bool: the input sensors ``rules`` flag in each window of ``x`` (stuck
     or out of range), for code that serves in PyTorch: a torch tensor in, a torch bool
     tensor out (on ``x``'s device); a numpy array in, one out."""
+    if not isinstance(rules, SuspectRules):
+        raise TypeError(
+            f"rules must be SuspectRules (SuspectRules.from_sidecar), got {rules!r:.80}"
+        )
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
         import torch
 

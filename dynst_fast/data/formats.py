@@ -125,6 +125,8 @@ def load_dataset(
     of distance lists, the missing-value sentinel: readings equal to it become NaN, and
     ``ds.missing`` says how many)."""
     options = options or ReadOptions()
+    if kind not in SYNTHETIC:
+        raise ValueError(f"kind must be one of {', '.join(SYNTHETIC)}, got {kind!r}")
     given = None if options.missing_value == "auto" else options.missing_value
     if path is None:
         return apply_missing_value(SYNTHETIC[kind](seed, patch), given)

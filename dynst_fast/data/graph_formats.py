@@ -118,8 +118,15 @@ def shared_data_dir() -> Path:
 
 # --------------------------------------------------------------------------- readers
 def _read_csv_rows(path: Path) -> list[list[str]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM is not part of an id
-        rows = [[c.strip() for c in r] for r in csv.reader(f)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM is not part of an id
+            rows = [[c.strip() for c in r] for r in csv.reader(f)]
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except csv.Error as exc:
+        raise ValueError(f"{path.name} is not a CSV table ({exc})") from None
     rows = [r for r in rows if r and r != [""]]  # skip blank lines (",," is a row of NaN)
     if not rows:
         raise ValueError(f"{path.name} is empty")
@@ -127,6 +134,24 @@ def _read_csv_rows(path: Path) -> list[list[str]]:
 
 
 _MISSING = {"", "na", "nan", "null", "none"}
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32_range(vals: np.ndarray, name: str) -> None:
+    """``ValueError`` naming the first finite value beyond float32's range (the models
+    compute in float32; a cast would make it infinite), in time chunks."""
+    if vals.dtype.kind != "f" or vals.dtype.itemsize <= 4:
+        return
+    for lo in range(0, vals.shape[0], CHUNK_STEPS):
+        chunk = vals[lo : lo + CHUNK_STEPS]
+        with np.errstate(invalid="ignore"):
+            big = np.isfinite(chunk) & (np.abs(chunk) > F32_MAX)
+        if big.any():
+            at = tuple(int(i) for i in np.argwhere(big)[0])
+            raise ValueError(
+                f"{name}: value {chunk[at]:.4g} at step {lo + at[0]} is beyond float32's range "
+                f"(+-{F32_MAX:.3g}): rescale the data (its units are free)"
+            )
 
 
 def _to_float(cells: list[list[str]], path: Path, first_line: int, names=None) -> np.ndarray:
@@ -347,6 +372,7 @@ def load_graph_dataset(path: str | os.PathLike) -> GraphDataset:
             f"{vfile.name}: values must be [T, N] or [T, N, C], got {vals.ndim} dimensions "
             f"(shape {vals.shape})"
         )
+    check_float32_range(vals, vfile.name)
     vals = vals.astype(np.float32, copy=False)  # a float32 memory map stays one
     n = vals.shape[1]
     ids = ids if ids is not None else [str(i) for i in range(n)]

@@ -28,7 +28,7 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         return {}
     try:
         meta = json.loads(f.read_text(encoding="utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{where} is not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{where} must be an object, got a {type(meta).__name__}")
@@ -41,10 +41,18 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         v = meta["step_hours"]
         if not _number(v) or not (math.isfinite(v) and v > 0):
             raise ValueError(f"{where}: step_hours must be a positive number, got {v!r}")
+        per_day = 24 / v
+        if abs(per_day - round(per_day)) > 1e-6 or round(per_day) < 1:
+            raise ValueError(
+                f"{where}: step_hours {v!r} must divide a day (24 h) into whole steps, "
+                "for the calendar"
+            )
     if "missing_value" in meta and meta["missing_value"] is not None:
         v = meta["missing_value"]
-        if not _number(v) or not math.isfinite(v):
-            raise ValueError(f"{where}: missing_value must be a finite number, got {v!r}")
+        if not _number(v) or not math.isfinite(v) or abs(v) > 3.4028234663852886e38:
+            raise ValueError(
+                f"{where}: missing_value must be a finite number within float32's range, got {v!r}"
+            )
     for key in NUMBER_LISTS:
         v = meta.get(key)
         if v is not None and not (isinstance(v, list) and all(_number(x) for x in v)):

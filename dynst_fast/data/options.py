@@ -4,7 +4,10 @@ as the data layer's own record: readers never import the run's configuration."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+F32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
 
 
 @dataclass(frozen=True)
@@ -18,3 +21,12 @@ class ReadOptions:
     distance_sigma: float | None = None
     distance_threshold: float = 0.1
     missing_value: float | str | None = "auto"
+
+    def __post_init__(self) -> None:
+        v = self.missing_value
+        if v is None or v == "auto":
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"missing_value must be a finite number, None or 'auto', got {v!r}")
+        if abs(v) > F32_MAX:
+            raise ValueError(f"missing_value {v:g} is beyond float32's range: no reading equals it")

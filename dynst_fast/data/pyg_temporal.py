@@ -104,7 +104,7 @@ def load_pyg_temporal_json(path: Path, options: ReadOptions | None = None) -> Gr
     options = options or ReadOptions()
     try:
         doc: Any = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path.name} is not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise _fail(path, f"the document is a {type(doc).__name__}")

@@ -152,6 +152,11 @@ def verify(model: Deployable, path: Path, inputs: Tensor, batch: int = 16) -> di
 def export(model: Deployable, inputs: Tensor, out: Path, opset: int = OPSET) -> dict[str, Any]:
     """Write ``model`` to ``out`` (verified on ``inputs``) and ``out.json``: its sidecar
     completed with the input/output names, the opset, the verification and the sha256."""
+    side_path = Path(f"{out}.json")
+    if side_path.is_dir() or side_path.is_symlink():
+        raise ExportError(
+            f"{side_path} (the sidecar's place beside --out) is a directory or a link"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=SUFFIX)
     honour_umask(fd)  # the published file gets the mode of any other run file

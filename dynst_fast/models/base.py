@@ -102,12 +102,15 @@ class CompactBackbone(nn.Module, ABC):
         super().__init__()
         n = parent.num_sensors
         device = _device_of(parent)
-        index = torch.as_tensor(active_index).reshape(-1)  # its own dtype: checked, not cast
+        index = _as_tensor(active_index, "the active index")  # its own dtype: checked, not cast
+        if index.dim() == 0:  # one sensor
+            index = index.reshape(1)
         if index.numel() == 0 and index.is_floating_point():  # an empty Python list
             index = index.to(torch.int64)
         index = ops.check_index(index.to(device), n, "compact").to(torch.int64)
-        if theta is None:
-            theta = torch.ones(n)
+        theta = torch.ones(n) if theta is None else _as_tensor(theta, "theta")
+        if not theta.is_floating_point():
+            theta = theta.to(torch.float32)
         if theta.shape != (n,):
             raise ValueError(f"compact: theta must have shape [{n}], got {tuple(theta.shape)}")
         self.parent = parent
@@ -161,3 +164,13 @@ def takes_alive(model: nn.Module) -> bool:
     """Does ``model.forward`` take a per-call ``alive`` (every built-in compacted model
     does; a user's own may not)?"""
     return "alive" in inspect.signature(model.forward).parameters
+
+
+def _as_tensor(value: object, what: str) -> Tensor:
+    """``value`` (a tensor, numpy array or list) as a tensor; ``TypeError`` naming ``what``."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"compact: {what} must be a tensor of numbers, got {value!r:.60}")
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"compact: {what} must be a tensor of numbers ({exc})") from None

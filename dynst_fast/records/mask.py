@@ -99,7 +99,7 @@ class MaskRecord:
             )
         try:
             doc = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise RecordError(f"{path} is not a dynst mask.json ({exc})") from None
         return cls.from_dict(doc, str(path))
 
