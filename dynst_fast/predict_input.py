@@ -212,7 +212,7 @@ def _read_csv(path: Path, meta: dict) -> np.ndarray:
         raise PredictError(f"{path}: expected {meta['t_in']} rows (T_in steps), got {len(body)}")
     cols = [col_of[str(s)] for s in meta["sensor_ids"]]
     try:
-        x = np.array([[float(r[j]) if r[j].strip() else np.nan for j in cols] for r in body])
+        x = np.array([[_number(r[j]) for j in cols] for r in body])
     except (ValueError, IndexError) as exc:
         raise PredictError(f"{path}: a cell is not a number or a row is short ({exc})") from exc
     huge = np.isinf(x) & np.array(
@@ -225,3 +225,13 @@ def _read_csv(path: Path, meta: dict) -> np.ndarray:
             f"{meta['sensor_ids'][k]!r}) is beyond float32's range (+-{F32_MAX:.3g})"
         )
     return x[None, :, :, None]
+
+
+def _number(cell: str) -> float:
+    """A CSV cell as a number (blank: NaN); Python's ``1_0`` (10) is not one in a table."""
+    cell = cell.strip()
+    if not cell:
+        return np.nan
+    if "_" in cell:
+        raise ValueError(f"could not convert string to float: {cell!r}")
+    return float(cell)

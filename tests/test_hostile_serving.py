@@ -115,6 +115,7 @@ def test_an_out_under_a_file_is_named(model, tmp_path, capsys):
         ("big.csv", "x" * 140_000, ["not a CSV table"]),
         ("blank.csv", None, ["expected 12 rows", "got 13"]),
         ("huge.csv", "1e400", ["beyond float32", "step 0"]),
+        ("underscore.csv", "1_0", ["not a number", "'1_0'"]),
     ],
 )
 def test_csv_inputs_with_a_huge_field_a_blank_step_or_an_infinite_number(
@@ -228,6 +229,7 @@ def _values_dir(tmp_path: Path, text: str | bytes, meta: dict | None = None) -> 
     [
         ("a,b\n1,2\n1e39,3\n" * 1, None, "beyond float32's range"),
         (b"a,b\n1,2\n\xe9,3\n", None, "values.csv is not UTF-8"),
+        ("a,b\n1,2\n1_0,3\n", None, "non-numeric value '1_0' at line 3"),
         ("a,b\n" + "x" * 140_000 + ",1\n", None, "values.csv is not a CSV table"),
         ("a,b\n1,2\n3,4\n", {"missing_value": 1e300}, "missing_value must be a finite number"),
         ("a,b\n1,2\n3,4\n", [[[]]], "must be an object"),

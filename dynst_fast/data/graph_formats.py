@@ -165,11 +165,15 @@ def _to_float(cells: list[list[str]], path: Path, first_line: int, names=None) -
         )
     table = [["nan" if c.lower() in _MISSING else c for c in r] for r in cells]
     try:
+        if any("_" in c for r in table for c in r):  # Python reads 1_0 as 10; a table does not
+            raise ValueError("an underscore in a number")
         return np.array(table, dtype=np.float64).reshape(len(cells), width)
     except ValueError:
         for i, r in enumerate(table):
             for j, c in enumerate(r):
                 try:
+                    if "_" in c:
+                        raise ValueError(c)
                     float(c)
                 except ValueError:
                     col = f"sensor {names[j]!r}" if names is not None else f"column {j + 1}"
