@@ -383,6 +383,8 @@ class RunConfig:
             kind = typing.get_type_hints(type(getattr(cfg, section)) if section else cls)[f.name]
             if f.metadata.get("number_as_text") and isinstance(value, (int, float)):
                 value = str(value) if not isinstance(value, bool) else value
+            if f.metadata.get("number_as_text") and value is None:
+                value = "none"  # missing_value=None: no sentinel
             if isinstance(value, os.PathLike):  # data=Path(...), out=tmp_path / "run"
                 value = os.fspath(value)
             if isinstance(value, tuple):

@@ -309,3 +309,22 @@ def test_suspect_sensors_on_edge_inputs():
         suspect_sensors(np.zeros((1, 4, 3, 1), complex), rules)
     with pytest.raises(TypeError, match="rules must be SuspectRules"):
         suspect_sensors(np.zeros((1, 4, 3, 1)), {"low": 0})
+
+
+def test_alive_and_inputs_of_the_wrong_kind():
+    from conftest import random_graph
+
+    from dynst_fast.models import GatedSTGCN
+
+    model = GatedSTGCN(random_graph(10, seed=0), t_in=4, t_out=2, hidden=8)
+    x = torch.randn(2, 4, 10, 1)
+    compact = model.compact(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="alive holds flags in \\[0, 1\\]"):
+        compact(x[:, :, [1, 2, 3]], torch.tensor([1.0, float("nan"), 1.0]))
+    flags = torch.tensor([True, False, True])
+    assert torch.equal(
+        compact(x[:, :, [1, 2, 3]], flags), compact(x[:, :, [1, 2, 3]], flags.float())
+    )
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+        model(x.numpy())
+    assert RunConfig.from_flags(missing_value=None).data.missing_value == "none"

@@ -60,6 +60,7 @@ class GatedBackbone(nn.Module, ABC):
 
     def check_input(self, x: Tensor, who: str | None = None) -> None:
         """Raise a clear ``ValueError`` unless ``x`` is a full input of this model."""
+        _check_tensor(x, who or type(self).__name__)
         self.space.check_input(x, who or type(self).__name__, self.t_in, self.in_channels)
 
     def full_gate(self, gate: Tensor | None, like: Tensor) -> Tensor:
@@ -139,10 +140,18 @@ class CompactBackbone(nn.Module, ABC):
                 f"{type(self).__name__}: alive must have shape [{self.num_active}] (one flag "
                 f"per active sensor), got {shape}"
             )
+        if not torch.compiler.is_compiling() and not (
+            alive.dtype == torch.bool or bool(((alive >= 0) & (alive <= 1)).all())
+        ):  # a value check would break a traced graph
+            raise ValueError(
+                f"{type(self).__name__}: alive holds flags in [0, 1] (1 = reporting, 0 = "
+                "failed), got a NaN or a value outside"
+            )
         return gate * alive.to(device=gate.device, dtype=gate.dtype)
 
     def check_active_input(self, x_active: Tensor, t: int | None = None) -> None:
         """Raise a clear ``ValueError`` unless ``x_active`` is this model's active input."""
+        _check_tensor(x_active, type(self).__name__)
         p = self.parent
         p.space.check_active_input(
             x_active, self.num_active, type(self).__name__, t or p.t_in, p.in_channels
@@ -174,3 +183,8 @@ def _as_tensor(value: object, what: str) -> Tensor:
         return torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise TypeError(f"compact: {what} must be a tensor of numbers ({exc})") from None
+
+
+def _check_tensor(x: object, who: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who}: x must be a torch.Tensor, got {type(x).__name__}")
