@@ -69,7 +69,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             ck = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # a foreign or broken file fails in many ways inside torch.load
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in first:  # torch suggests weights_only=False: never for a user's file
+        if "weights_only" in first:  # torch's text advises turning its safety off: not shown
             first = "it holds objects other than tensors and plain data, which are not loaded"
         raise ValueError(f"{p} is not a readable dynst_fast checkpoint ({first})") from None
     if not isinstance(ck, dict) or "format" not in ck:

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import schemes
 from .coerce import coerce
+from .limits import F32_MAX
 
 if typing.TYPE_CHECKING:
     from .data.options import ReadOptions
@@ -31,7 +32,6 @@ else:  # pragma: no cover - Python 3.10
 
 SPARSE_SCHEMES = schemes.scheme_names(sparse=True)
 PRUNE_BY = ("auto", "theta", "taylor")
-F32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without importing numpy
 
 
 def prune_signal(prune_by: str, kind: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-F32_MAX = float(np.finfo(np.float32).max)
+from .limits import F32_MAX
 
 
 class PredictError(ValueError):
@@ -166,14 +166,20 @@ def read_input(path: str | os.PathLike, meta: dict, allow_missing: bool = False)
     src = InputWindows(path, meta)
     x = np.concatenate([c for _, c in src.chunks(src.count)])
     if not allow_missing and not np.isfinite(x).all():
-        at = np.argwhere(~np.isfinite(x))[0]
-        axis = 2 if meta["kind"] == "graph" else 1
-        t = at[1] if axis == 2 else at[2]
-        raise PredictError(
-            f"{path}: input has NaN or inf (window {at[0]}, step {t}, sensor "
-            f"{meta['sensor_ids'][at[axis]]!r}); the model needs every active sensor's data"
-        )
+        raise missing_error(path, meta, ~np.isfinite(x))
     return x
+
+
+def missing_error(path: str | os.PathLike, meta: dict, bad: np.ndarray, start: int = 0):
+    """The error for the first missing reading of ``bad`` (a chunk's non-finite mask, in
+    the model's input layout; its windows from ``start``)."""
+    at = np.argwhere(bad)[0]
+    axis = 2 if meta["kind"] == "graph" else 1
+    t = at[1] if axis == 2 else at[2]
+    return PredictError(
+        f"{path}: input has NaN or inf (window {start + at[0]}, step {t}, sensor "
+        f"{meta['sensor_ids'][at[axis]]!r}); the model needs every active sensor's data"
+    )
 
 
 def _read_csv(path: Path, meta: dict) -> np.ndarray:

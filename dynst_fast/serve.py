@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .calendar import Calendar, parse_time
-from .predict_input import InputWindows, PredictError, read_input
+from .predict_input import InputWindows, PredictError, missing_error, read_input
 from .predict_output import ForecastWriter, check_output_path
 from .sidecar import load as load_sidecar
 from .sidecar import sensor_axis
@@ -291,12 +291,7 @@ def _failed(
     missing = bad.any(axis=tuple(a for a in range(1, x.ndim) if a != axis))
     can_drop = "alive" in meta
     if missing.any() and (on_missing == "fail" or not can_drop):
-        at = np.argwhere(bad)[0]
-        t = at[1] if axis == 2 else at[2]
-        raise PredictError(
-            f"{path}: input has NaN or inf (window {start + at[0]}, step {t}, sensor "
-            f"{ids[at[axis]]!r}); the model needs every active sensor's data"
-        )
+        raise missing_error(path, meta, bad, start)
     dropped.add(start, "missing", missing)
     failed = missing.copy()
     if rules is None:

@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .limits import F32_MAX
+
 FORMAT = 1
 
 # The JSON type of every field a sidecar must have (bool is no int here).
@@ -161,9 +163,7 @@ def _check_types(meta: dict[str, Any], side: str | os.PathLike) -> None:
             raise bad("alive", "an object with the input's name")
     v = meta.get("missing_value")
     if v is not None and (
-        isinstance(v, bool)
-        or not isinstance(v, (int, float))
-        or not abs(v) <= 3.4028234663852886e38
+        isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= F32_MAX
     ):
         raise bad("missing_value", "a number within float32's range, or null")
     if "calendar" in meta:

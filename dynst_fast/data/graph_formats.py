@@ -29,6 +29,7 @@ import numpy as np
 
 from ..calendar import Calendar, calendar_from_meta
 from ..graph import CSRGraph, as_graph
+from ..limits import F32_MAX
 from ..sensors import GraphSensors
 from .arrays import CHUNK_STEPS, load_npy, load_npz_member
 from .meta import read_meta
@@ -134,7 +135,6 @@ def _read_csv_rows(path: Path) -> list[list[str]]:
 
 
 _MISSING = {"", "na", "nan", "null", "none"}
-F32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_float32_range(vals: np.ndarray, name: str) -> None:

@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..limits import F32_MAX
+
 TEXT = ("name", "units", "start", "time_start")
 NUMBER_LISTS = ("latitude", "longitude")
 
@@ -49,7 +51,7 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
             )
     if "missing_value" in meta and meta["missing_value"] is not None:
         v = meta["missing_value"]
-        if not _number(v) or not math.isfinite(v) or abs(v) > 3.4028234663852886e38:
+        if not _number(v) or not math.isfinite(v) or abs(v) > F32_MAX:
             raise ValueError(
                 f"{where}: missing_value must be a finite number within float32's range, got {v!r}"
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-F32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+from ..limits import F32_MAX
 
 
 @dataclass(frozen=True)
